@@ -1,0 +1,61 @@
+# rt_training: `make demo` runs the pipeline locally, `make test` runs the whole suite.
+# Both create .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+BENCHES := $(wildcard benchmarks/bench_*.py)
+
+.PHONY: help install demo test test-fast lint format validate bench bench-kafka bench-ingest bench-train \
+        bench-sampling bench-drift bench-clean kafka-start kafka-stop clean
+
+help:
+	@echo "make demo     - start Kafka, the synthetic producer and the Dagster UI on http://127.0.0.1:3000"
+	@echo "make test     - run the whole test suite (starts its own Kafka broker)"
+	@echo "make bench    - run every benchmark; results in benchmarks/results/*.json"
+	@echo "make lint     - ruff check and format check"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rt_training needs Python 3.11+; found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rt-training demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check rt_training rt_training_tests benchmarks
+	$(BIN)/ruff format --check rt_training rt_training_tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format rt_training rt_training_tests benchmarks
+	$(BIN)/ruff check --fix rt_training rt_training_tests benchmarks
+
+validate: $(STAMP)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/dagster definitions validate -w workspace.yaml
+
+bench: $(STAMP)
+	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
+
+bench-%: $(STAMP)
+	$(BIN)/python benchmarks/bench_$*.py
+
+kafka-start: $(STAMP)
+	$(BIN)/rt-training kafka start
+
+kafka-stop: $(STAMP)
+	$(BIN)/rt-training kafka stop
+
+clean:
+	rm -rf .data .dagster_home benchmarks/results/*.json .pytest_cache .ruff_cache

@@ -1,0 +1,71 @@
+"""Load a pipeline spec from YAML and turn validation failures into errors that name the field."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from rt_training.spec.models import PipelineSpec
+
+SPEC_ENV_VAR = "RT_TRAINING_SPEC"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used. ``errors`` holds ``(field_path, message)`` pairs."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]):
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  - {path}: {msg}" for path, msg in errors)
+        super().__init__(f"invalid pipeline spec {source}:\n{lines}")
+
+
+def _path_of(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<root>"
+
+
+def parse_spec(data: Any, source: str = "<dict>") -> PipelineSpec:
+    """Validate an already-parsed mapping as a :class:`PipelineSpec`."""
+    if not isinstance(data, dict):
+        raise SpecError(source, [("<root>", f"expected a mapping at the top level, got {type(data).__name__}")])
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field (check the spelling; see rt_training/specs/clickstream.yaml)"
+            errors.append((_path_of(err["loc"]), msg))
+        raise SpecError(source, errors) from None
+
+
+def load_spec(path: str | os.PathLike[str] | None = None) -> PipelineSpec:
+    """Load a spec file; with no path, ``$RT_TRAINING_SPEC`` or the bundled demo spec."""
+    if path is None:
+        path = os.environ.get(SPEC_ENV_VAR) or None
+    if path is None:
+        text = resources.files("rt_training.specs").joinpath("clickstream.yaml").read_text()
+        source = "rt_training/specs/clickstream.yaml"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise SpecError(str(p), [("<file>", f"no such file; set {SPEC_ENV_VAR} or pass an existing path")])
+        text = p.read_text()
+        source = str(p)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(source, [("<yaml>", str(exc).replace("\n", " "))]) from None
+    return parse_spec(data, source)

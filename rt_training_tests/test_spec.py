@@ -1,0 +1,141 @@
+"""The pipeline spec: the demo spec loads; each kind of invalid spec names its field and reason."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rt_training.spec import SpecError, load_spec, parse_spec
+
+DEMO = Path(__file__).resolve().parents[1] / "rt_training" / "specs" / "clickstream.yaml"
+
+
+@pytest.fixture()
+def demo_dict() -> dict[str, Any]:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def test_demo_spec_loads_by_default() -> None:
+    spec = load_spec()
+    assert spec.name == "clickstream"
+    assert spec.source.topic == "clickstream"
+    assert spec.id_field == "event_id"
+    assert spec.time_field == "event_time"
+    assert spec.numeric_feature_names == ["price", "dwell_time_s", "position", "user_tenure_days", "discount"]
+    assert spec.categorical_feature_names == ["device", "category", "country", "user_id", "item_id"]
+    assert spec.features.categorical[0].cardinality == 4  # 3 devices + the unknown slot
+    assert spec.features.categorical[3].cardinality == 1024
+    assert spec.sampling.class_balance == {"0": 0.5, "1": 0.5}
+
+
+def test_env_var_selects_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_dict: dict) -> None:
+    demo_dict["name"] = "other"
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(demo_dict))
+    monkeypatch.setenv("RT_TRAINING_SPEC", str(path))
+    assert load_spec().name == "other"
+
+
+def test_fingerprint_is_stable_and_sensitive(demo_dict: dict) -> None:
+    a = parse_spec(demo_dict)
+    b = parse_spec(copy.deepcopy(demo_dict))
+    assert a.fingerprint() == b.fingerprint()
+    demo_dict["training"]["epochs"] = 9
+    assert parse_spec(demo_dict).fingerprint() != a.fingerprint()
+
+
+def _set(d: dict, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for p in parents:
+        d = d[int(p)] if isinstance(d, list) else d[p]
+    if isinstance(d, list):
+        d[int(last)] = value
+    elif value is _DELETE:
+        del d[last]
+    else:
+        d[last] = value
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "message"),
+    [
+        ("name", "Bad Name!", "name", "String should match pattern"),
+        ("source.topic", "no spaces allowed", "source.topic", "Kafka topic name"),
+        ("source.partitions", 0, "source.partitions", "greater than or equal to 1"),
+        ("source.retention", 5, "source.retention", "unknown field"),
+        ("schema.id_field", "nope", "schema", "id_field 'nope' is not one of the schema fields"),
+        ("schema.time_field", "price", "schema", "must have type timestamp"),
+        ("schema.fields.price.type", "decimal", "schema.fields.price.type", "Input should be"),
+        ("schema.fields.price.min", 50000.0, "schema.fields.price", "greater than max"),
+        ("schema.fields.device.min", 1, "schema.fields.device", "min/max apply to int and float"),
+        ("features.numeric.0.name", "ghost", "<root>", "features.numeric[0].name 'ghost' is not a schema field"),
+        ("features.numeric.0.std", 0, "features.numeric[0].std", "greater than 0"),
+        ("features.categorical.1.hash_buckets", 8, "features.categorical[1]", "exactly one of vocabulary"),
+        ("label.field", "missing", "<root>", "label.field 'missing' is not a schema field"),
+        ("label.field", "price", "<root>", "label leakage"),
+        ("training.metric", "rmse", "<root>", "needs label.kind regression"),
+        ("training.metric", "f1", "training.metric", "Input should be"),
+        ("model.factory", "not a path", "model", "package.module:function"),
+        ("sampling.class_balance", {0: 0.7, 1: 0.7}, "sampling.class_balance", "sum to 1"),
+        ("ingest.on_data_loss", "ignore", "ingest.on_data_loss", "Input should be 'fail' or 'skip'"),
+        ("drift.drift_share", 1.5, "drift.drift_share", "less than or equal to 1"),
+        ("label", _DELETE, "label", "Field required"),
+    ],
+)
+def test_invalid_spec_names_field(demo_dict: dict, path: str, value: Any, field: str, message: str) -> None:
+    _set(demo_dict, path, value)
+    with pytest.raises(SpecError) as info:
+        parse_spec(demo_dict, "test.yaml")
+    fields = [f for f, _ in info.value.errors]
+    assert field in fields, info.value.errors
+    assert any(message in m for f, m in info.value.errors if f == field), info.value.errors
+    assert "invalid pipeline spec test.yaml" in str(info.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(bad)
+    assert info.value.errors[0][0] == "<yaml>"
+    top = tmp_path / "list.yaml"
+    top.write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(top)
+
+
+def test_a_second_spec_with_other_fields_is_valid() -> None:
+    spec = parse_spec(
+        {
+            "name": "sensors",
+            "source": {"topic": "plant.sensors", "partitions": 2},
+            "schema": {
+                "id_field": "reading_id",
+                "time_field": "measured_at",
+                "fields": {
+                    "reading_id": {"type": "string"},
+                    "measured_at": {"type": "timestamp"},
+                    "temperature": {"type": "float", "min": -50, "max": 150},
+                    "line": {"type": "string"},
+                    "yield_pct": {"type": "float", "min": 0, "max": 100},
+                },
+            },
+            "features": {
+                "numeric": [{"name": "temperature", "mean": 40, "std": 15}],
+                "categorical": [{"name": "line", "vocabulary": ["a", "b"]}],
+            },
+            "label": {"field": "yield_pct", "kind": "regression"},
+            "training": {"metric": "rmse"},
+        }
+    )
+    assert spec.label.kind == "regression"
+    assert spec.model.builtin == "mlp"
