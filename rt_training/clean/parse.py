@@ -1,0 +1,171 @@
+"""Record bytes → per-field values: size check, UTF-8 check and JSON decoding, behind a pluggable interface.
+
+A parser turns the ``value`` column of a bronze batch into one Python list per schema field (a columnar
+hand-off: validation then works a field at a time on whole columns) and the rows it could not decode, each
+with a reason and a detail. :class:`JsonParser` is the default; another wire format (Avro, Protobuf) plugs in by
+implementing :class:`Parser`.
+
+Why msgspec: measured on 200k demo events (about 310 bytes each) on this project's 2-core machine,
+``json.loads`` decodes 102k docs/s, ujson 224k/s, msgspec into dicts 440k/s and msgspec into a
+``Struct`` of the schema's fields 940k/s (it skips unknown keys and builds no dicts).
+``pyarrow.json.read_json`` (614k/s) was rejected: one value of an unexpected type aborts the whole block
+without saying which record, and the batch must be split record by record anyway. msgspec is strict JSON, so a
+record it refuses is decoded again with ``json.loads`` to tell the reason: ``NaN``, ``Infinity`` and numbers
+beyond float range (``1e400``) are accepted there and become ``not_finite`` for their field in validation, as
+the reason a producer can act on, rather than ``malformed_json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, Protocol
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rt_training.clean.reasons import Reason
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """What a parser returns for ``n`` records.
+
+    ``columns`` maps each schema field to a list of ``n`` Python values (``None`` where the field is absent or
+    JSON ``null``, and in every field of a record that failed). ``errors`` maps the row of each failed record
+    to its reason and a detail for a person.
+    """
+
+    columns: dict[str, list[Any]]
+    errors: dict[int, tuple[Reason, str]] = field(default_factory=dict)
+
+
+class Parser(Protocol):
+    """Decodes the record values of a batch; must return ``len(values)`` entries for every schema field.
+
+    ``values`` may hold nulls: Kafka tombstones, and records already rejected as oversized (masked out so they
+    are never decoded; whatever the parser reports for them is ignored).
+    """
+
+    def parse(self, values: pa.BinaryArray) -> ParsedBatch: ...
+
+
+def oversized_mask(values: pa.BinaryArray, max_bytes: int) -> np.ndarray:
+    """Rows whose value is longer than ``max_bytes`` (a null value has length 0 here)."""
+    lengths = pc.binary_length(values).fill_null(0)
+    return np.asarray(pc.greater(lengths, max_bytes).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def invalid_utf8(values: pa.BinaryArray, raw: Sequence[bytes | None]) -> dict[int, str]:
+    """Rows whose value is not valid UTF-8, with what is wrong and where.
+
+    Arrow validates the whole column in C++ first; only when that fails are the rows holding a byte >= 0x80
+    (found with numpy on the data buffer) decoded one by one to name the culprits.
+    """
+    try:
+        values.cast(pa.string())
+        return {}
+    except pa.ArrowInvalid:
+        pass
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[
+        values.offset : values.offset + len(values) + 1
+    ]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
+    high = np.flatnonzero(data[offsets[0] : offsets[-1]] >= 0x80) + offsets[0]
+    candidates = np.unique(np.searchsorted(offsets, high, side="right") - 1)
+    errors = {}
+    for row in candidates.tolist():
+        try:
+            raw[row].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            errors[row] = f"value is not valid UTF-8: {exc.reason} at byte {exc.start}"
+    return errors
+
+
+def _json_type(doc: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(doc), "number")
+
+
+def _has_lone_surrogate(doc: dict[str, Any]) -> bool:
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def decode_strict(raw: bytes | None) -> tuple[dict[str, Any] | None, Reason | None, str]:
+    """Decode one UTF-8 record with ``json.loads``: the document, or why it is not a usable JSON object."""
+    if raw is None:
+        return None, Reason.MALFORMED_JSON, "value is null (a tombstone), not a JSON document"
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        return None, Reason.MALFORMED_JSON, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except (ValueError, RecursionError) as exc:
+        return None, Reason.MALFORMED_JSON, f"invalid JSON: {exc}"
+    if not isinstance(doc, dict):
+        return None, Reason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(doc)}"
+    if _has_lone_surrogate(doc):
+        return (
+            None,
+            Reason.MALFORMED_JSON,
+            "invalid JSON: a \\u escape is a lone UTF-16 surrogate, not a character",
+        )
+    return doc, None, ""
+
+
+class JsonParser:
+    """One JSON object per record; keys outside the schema are ignored.
+
+    Parameters
+    ----------
+    field_names
+        The schema's fields, in spec order: the columns returned.
+    """
+
+    def __init__(self, field_names: Sequence[str]):
+        self.field_names = list(field_names)
+        attrs = [f"f{i}" for i in range(len(self.field_names))]
+        # Positional attribute names, renamed to the JSON keys: any key is safe, even one clashing with Python.
+        self._record = msgspec.defstruct(
+            "Record",
+            [(a, Any, None) for a in attrs],
+            rename=dict(zip(attrs, self.field_names, strict=True)),
+            gc=False,
+        )
+        self._decode = msgspec.json.Decoder(self._record).decode
+        self._attrs = dict(zip(self.field_names, attrs, strict=True))
+        self._getters = {name: attrgetter(a) for name, a in self._attrs.items()}
+        self._empty = self._record()
+
+    def parse(self, values: pa.BinaryArray) -> ParsedBatch:
+        """Decode every record; see :class:`ParsedBatch`."""
+        raw = values.to_pylist()
+        errors: dict[int, tuple[Reason, str]] = {
+            row: (Reason.NOT_UTF8, detail) for row, detail in invalid_utf8(values, raw).items()
+        }
+        decode, empty = self._decode, self._empty
+        records = [empty] * len(raw)
+        for i, value in enumerate(raw):
+            try:
+                records[i] = decode(value)
+            except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+                if i not in errors:
+                    records[i] = self._fallback(i, value, errors)
+        for row in errors:
+            records[row] = empty
+        columns = {name: list(map(getter, records)) for name, getter in self._getters.items()}
+        return ParsedBatch(columns=columns, errors=errors)
+
+    def _fallback(self, row: int, value: bytes | None, errors: dict[int, tuple[Reason, str]]) -> Any:
+        doc, reason, detail = decode_strict(value)
+        if doc is None:
+            errors[row] = (reason or Reason.MALFORMED_JSON, detail)
+            return self._empty
+        return self._record(**{attr: doc.get(name) for name, attr in self._attrs.items()})

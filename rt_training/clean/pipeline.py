@@ -1,0 +1,209 @@
+"""One bronze batch → silver rows + dead letters: size, parse, validate, features, dedupe, in that order.
+
+Every bronze row ends in exactly one of the two outputs, so ``rows_in == silver_rows + dead_letter_rows``.
+Rows keep their bronze order in both outputs. A row keeps the first reason it gets: the steps run in the order
+of :data:`rt_training.clean.reasons.PRECEDENCE`, except that a feature that is not finite (``out_of_range``,
+see :mod:`rt_training.clean.features`) is checked after all schema checks, ``not_allowed`` included. Oversized
+records are masked out (set null, without copying the batch) before parsing, so they are never decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rt_training.clean.dedupe import SeenIds, find_duplicates
+from rt_training.clean.features import build_features
+from rt_training.clean.parse import JsonParser, ParsedBatch, Parser, oversized_mask
+from rt_training.clean.reasons import Reason, Verdicts
+from rt_training.clean.schemas import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA, META_SOURCES, silver_schema
+from rt_training.clean.validate import validate_fields
+from rt_training.spec.models import PipelineSpec
+
+
+@dataclass(frozen=True)
+class LagStats:
+    """Event-time lag of the silver rows: ``ingested_at - event time`` in seconds (None when no rows)."""
+
+    p50_s: float | None
+    p95_s: float | None
+    max_s: float | None
+    freshness_s: float | None
+    """``now`` minus the newest event time: how far behind the stream silver is."""
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """Outcome of :func:`clean_batch`."""
+
+    silver: pa.Table
+    dead_letters: pa.Table
+    reason_counts: dict[str, int]
+    """Dead letters per reason; every reason is listed, zeros included."""
+    rows_in: int
+    silver_rows: int
+    dead_letter_rows: int
+    duplicates: int
+    lag: LagStats
+
+    def metadata(self) -> dict[str, Any]:
+        """Flat numbers for run metadata and metrics (None where undefined)."""
+        out: dict[str, Any] = {
+            "rows_in": self.rows_in,
+            "silver_rows": self.silver_rows,
+            "dead_letter_rows": self.dead_letter_rows,
+            "duplicates": self.duplicates,
+            "dead_letter_share": self.dead_letter_rows / self.rows_in if self.rows_in else 0.0,
+            "event_lag_p50_s": self.lag.p50_s,
+            "event_lag_p95_s": self.lag.p95_s,
+            "event_lag_max_s": self.lag.max_s,
+            "freshness_s": self.lag.freshness_s,
+        }
+        out.update({f"dead_letters_{reason}": count for reason, count in self.reason_counts.items()})
+        return out
+
+
+def clean_batch(
+    bronze: pa.Table,
+    spec: PipelineSpec,
+    *,
+    seen_ids: SeenIds | None = None,
+    parser: Parser | None = None,
+    now: datetime | None = None,
+) -> CleanResult:
+    """Clean one bronze batch.
+
+    Parameters
+    ----------
+    bronze
+        Rows with at least the bronze columns (``BRONZE_SCHEMA``), any order.
+    spec
+        The pipeline spec: schema, features, id and time fields.
+    seen_ids
+        Ids already in silver (see :func:`rt_training.clean.dedupe.recent_ids`); records repeating them are
+        dead-lettered as ``duplicate_id``.
+    parser
+        Record decoder; default :class:`JsonParser` over the spec's fields.
+    now
+        Reference time for ``lag.freshness_s`` (default: the current time).
+    """
+    bronze = _conform(bronze)
+    n = bronze.num_rows
+    verdicts = Verdicts(n)
+    value_column = bronze.column("value")
+    # combine_chunks copies even a single chunk: 60 MB for 200k records
+    values = value_column.chunk(0) if value_column.num_chunks == 1 else value_column.combine_chunks()
+    limit = spec.schema_.max_record_bytes
+    too_big = oversized_mask(values, limit)
+    verdicts.reject(
+        too_big,
+        Reason.OVERSIZED,
+        lambda rows: [
+            f"value is {size} bytes, more than max_record_bytes {limit}"
+            for size in pc.binary_length(values.take(pa.array(rows))).to_pylist()
+        ],
+    )
+
+    parser = parser or JsonParser(list(spec.schema_.fields))
+    parsed = parser.parse(without_rows(values, too_big))
+    _check_parsed(parsed, spec, n, parser)
+    for reason in Reason:
+        failed = {row: detail for row, (why, detail) in parsed.errors.items() if why == reason}
+        if failed:
+            mask = np.zeros(n, dtype=bool)
+            mask[list(failed)] = True
+            verdicts.reject(mask, reason, lambda rows, failed=failed: [failed[int(r)] for r in rows])
+    columns = validate_fields(parsed.columns, spec.schema_, verdicts)
+    features, failures = build_features(columns, spec)
+    for failure in failures:
+        verdicts.reject(failure.mask, Reason.OUT_OF_RANGE, failure.describe)
+
+    candidates = np.flatnonzero(verdicts.ok)
+    coords = _take(bronze.select(["topic", "partition", "offset"]), candidates, n)
+    ids = _take(columns[spec.id_field], candidates, n)
+    duplicates = find_duplicates(ids, coords, id_field=spec.id_field, seen=seen_ids)
+    verdicts.reject_rows(candidates[duplicates.rows], Reason.DUPLICATE_ID, duplicates.details)
+
+    keep = np.flatnonzero(verdicts.ok)
+    arrays = [bronze.column(src) for src in META_SOURCES]
+    arrays += [columns[name] for name in spec.schema_.fields]
+    arrays += list(features.values())
+    silver = _take(pa.Table.from_arrays(arrays, schema=silver_schema(spec)), keep, n)
+    dead_letters = _dead_letters(bronze, verdicts)
+    return CleanResult(
+        silver=silver,
+        dead_letters=dead_letters,
+        reason_counts=verdicts.counts(),
+        rows_in=n,
+        silver_rows=silver.num_rows,
+        dead_letter_rows=dead_letters.num_rows,
+        duplicates=len(duplicates.rows),
+        lag=_lag(silver.column("_ingested_at"), silver.column(spec.time_field), now or datetime.now(UTC)),
+    )
+
+
+def without_rows(values: pa.BinaryArray, rows: np.ndarray) -> pa.BinaryArray:
+    """``values`` with the masked rows set to null, sharing the data buffer (nothing is copied or parsed)."""
+    if not rows.any():
+        return values
+    if values.offset:
+        values = pa.concat_arrays([values])
+    keep = pa.array(~rows)
+    if values.null_count:
+        keep = pc.and_(keep, values.is_valid())
+    return pa.Array.from_buffers(values.type, len(values), [keep.buffers()[1], *values.buffers()[1:]])
+
+
+def _check_parsed(parsed: ParsedBatch, spec: PipelineSpec, n: int, parser: Parser) -> None:
+    """A plugged-in parser must return one value per record for every schema field."""
+    for name in spec.schema_.fields:
+        got = len(parsed.columns.get(name, ()))
+        if got != n:
+            raise ValueError(
+                f"parser {type(parser).__name__} returned {got} values for field {name!r} of a batch of {n} "
+                "records; a parser must return one value (None when absent) per record for every schema field"
+            )
+
+
+def _take(data: pa.Table | pa.Array, rows: np.ndarray, n: int) -> Any:
+    """``data.take(rows)``, skipped when ``rows`` is every row in order."""
+    return data if len(rows) == n else data.take(pa.array(rows))
+
+
+def _conform(bronze: pa.Table) -> pa.Table:
+    missing = [name for name in BRONZE_SCHEMA.names if name not in bronze.column_names]
+    if missing:
+        raise ValueError(
+            f"bronze batch lacks columns {missing}; expected the bronze schema {BRONZE_SCHEMA.names}"
+        )
+    try:
+        return bronze.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"bronze batch columns do not fit the bronze schema {BRONZE_SCHEMA}: {exc}") from exc
+
+
+def _dead_letters(bronze: pa.Table, verdicts: Verdicts) -> pa.Table:
+    dead = np.flatnonzero(~verdicts.ok)
+    rows = bronze.take(pa.array(dead))
+    arrays = {name: rows.column(name) for name in bronze.column_names}
+    arrays["reason"] = pa.array(verdicts.reasons(dead), type=pa.string())
+    arrays["detail"] = pa.array(verdicts.detail[dead].tolist(), type=pa.string())
+    return pa.Table.from_arrays(
+        [arrays[name] for name in DEAD_LETTER_SCHEMA.names], schema=DEAD_LETTER_SCHEMA
+    )
+
+
+def _lag(ingested_at: pa.ChunkedArray, event_time: pa.ChunkedArray, now: datetime) -> LagStats:
+    if len(event_time) == 0:
+        return LagStats(None, None, None, None)
+    event_us = event_time.cast(pa.int64()).to_numpy()
+    lag_s = (ingested_at.cast(pa.int64()).to_numpy() - event_us) / 1e6
+    p50, p95 = np.percentile(lag_s, [50, 95])
+    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    freshness = now.timestamp() - event_us.max() / 1e6
+    return LagStats(float(p50), float(p95), float(lag_s.max()), float(freshness))

@@ -1,0 +1,150 @@
+"""One field's decoded values across a batch, split by JSON kind into typed numpy/Arrow columns.
+
+Validation needs to know, per value, whether JSON gave a string, a number, a boolean, ``null`` or something
+else, and then wants typed arrays to compare whole columns at once. The common case, a column whose values all
+have one kind, is converted by Arrow in C++ (``pa.array`` infers the type). A column with mixed kinds (a batch
+holding a bad record) is split by the values' Python types (one C-level pass), and Arrow converts the values of
+each kind with the others masked out: still no per-value Python code, except for integers beyond int64, which
+only a malformed producer sends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+NULL, BOOL, INT, FLOAT, STRING, OTHER, BIGINT = range(7)
+"""Kinds of a JSON value. ``BIGINT`` is an integer outside int64; ``OTHER`` an object or an array."""
+
+_KIND_OF_TYPE: defaultdict[type, int] = defaultdict(
+    lambda: OTHER, {type(None): NULL, bool: BOOL, int: INT, float: FLOAT, str: STRING}
+)
+_KIND_OF_ARROW = {
+    pa.null(): NULL,
+    pa.bool_(): BOOL,
+    pa.int64(): INT,
+    pa.float64(): FLOAT,
+    pa.string(): STRING,
+}
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """A value as a person reads it in a dead-letter detail: JSON-like, cut at ``limit`` characters."""
+    if isinstance(value, float) and not math.isfinite(value):
+        text = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except ValueError:
+            text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_kind_name(value: Any) -> str:
+    """The JSON name of a Python value's kind, for details."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+class RawColumn:
+    """Values of one field for every record of a batch.
+
+    Parameters
+    ----------
+    values
+        One Python value per record (``None`` for absent or ``null``).
+    exact_ints
+        Keep integers exact when the column mixes integers and floats (Arrow would infer float64 and round
+        integers above 2**53); int and timestamp fields need this.
+    """
+
+    def __init__(self, values: list[Any], *, exact_ints: bool = False):
+        self.values = values
+        self._n = len(values)
+        self._arrow = self._infer(values, exact_ints)
+        if self._arrow is not None:
+            kind = _KIND_OF_ARROW[self._arrow.type]
+            nulls = self._arrow.is_null().to_numpy(zero_copy_only=False)
+            self.kind = np.where(nulls, NULL, kind).astype(np.int8)
+        else:
+            # One pass in C: type() of each value, then its kind through the dict's __getitem__.
+            self.kind = np.fromiter(
+                map(_KIND_OF_TYPE.__getitem__, map(type, values)), dtype=np.int8, count=self._n
+            )
+            self._integers = self._split_integers()
+
+    @staticmethod
+    def _infer(values: list[Any], exact_ints: bool) -> pa.Array | None:
+        try:
+            arr = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            return None
+        if arr.type not in _KIND_OF_ARROW or (exact_ints and arr.type == pa.float64()):
+            return None
+        return arr
+
+    def _typed(self, arrow_type: pa.DataType, *kinds: int) -> pa.Array:
+        """The values of ``kinds`` converted by Arrow (the others are masked, so never converted), null elsewhere."""
+        return pa.array(self.values, type=arrow_type, mask=~self.mask(*kinds))
+
+    def _split_integers(self) -> np.ndarray:
+        """int64 values of the INT rows (0 elsewhere); integers that do not fit become BIGINT."""
+        try:
+            return self._typed(pa.int64(), INT).fill_null(0).to_numpy(zero_copy_only=False)
+        except (OverflowError, pa.ArrowInvalid):
+            pass
+        for row in np.flatnonzero(self.kind == INT).tolist():
+            if not -(2**63) <= self.values[row] < 2**63:
+                self.kind[row] = BIGINT
+        return self._typed(pa.int64(), INT).fill_null(0).to_numpy(zero_copy_only=False)
+
+    def mask(self, *kinds: int) -> np.ndarray:
+        """Rows whose value has one of ``kinds``."""
+        wanted = np.zeros(BIGINT + 1, dtype=bool)
+        wanted[list(kinds)] = True
+        return wanted[self.kind]
+
+    def number(self) -> np.ndarray:
+        """float64 of every numeric value (integers included; BIGINT may be +-inf), NaN elsewhere."""
+        if self._arrow is not None:
+            if self._arrow.type in (pa.int64(), pa.float64()):
+                return pc.cast(self._arrow, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+            return np.full(self._n, np.nan)
+        out = self._typed(pa.float64(), FLOAT).to_numpy(zero_copy_only=False, writable=True)
+        ints = self.kind == INT
+        out[ints] = self._integers[ints]
+        for row in np.flatnonzero(self.kind == BIGINT).tolist():
+            big = self.values[row]
+            try:
+                out[row] = float(big)
+            except OverflowError:
+                out[row] = math.inf if big > 0 else -math.inf
+        return out
+
+    def integer(self) -> np.ndarray:
+        """int64 of the INT values, 0 elsewhere."""
+        if self._arrow is not None:
+            if self._arrow.type == pa.int64():
+                return self._arrow.fill_null(0).to_numpy(zero_copy_only=False)
+            return np.zeros(self._n, dtype=np.int64)
+        return self._integers
+
+    def strings(self) -> pa.StringArray:
+        """The STRING values, null elsewhere."""
+        if self._arrow is not None:
+            return self._arrow if self._arrow.type == pa.string() else pa.nulls(self._n, pa.string())
+        return self._typed(pa.string(), STRING)
+
+    def boolean(self) -> np.ndarray:
+        """The BOOL values, False elsewhere."""
+        if self._arrow is not None:
+            if self._arrow.type == pa.bool_():
+                return self._arrow.fill_null(False).to_numpy(zero_copy_only=False)
+            return np.zeros(self._n, dtype=bool)
+        return self._typed(pa.bool_(), BOOL).fill_null(False).to_numpy(zero_copy_only=False)

@@ -1,0 +1,124 @@
+"""Builders for the cleaning tests: demo events as JSON bytes, and bronze batches holding them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from rt_training.clean import BRONZE_SCHEMA
+
+INGESTED_AT = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+KAFKA_TS = datetime(2024, 1, 1, 11, 59, 59, tzinfo=UTC)
+
+VALID: dict[str, Any] = {
+    "event_id": "e-1",
+    "event_time": 1_704_110_400_000,  # 2024-01-01T12:00:00Z
+    "user_id": "u-1",
+    "item_id": "i-1",
+    "price": 10.0,
+    "dwell_time_s": 3.0,
+    "position": 2,
+    "user_tenure_days": 100.0,
+    "discount": 0.2,
+    "device": "mobile",
+    "category": "books",
+    "country": "US",
+    "clicked": 1,
+}
+DROP = object()
+"""Pass as a field value to :func:`event` to leave the field out."""
+
+
+def event(**changes: Any) -> bytes:
+    """A valid demo event as JSON bytes, with fields changed (``DROP`` removes one)."""
+    doc = {k: v for k, v in {**VALID, **changes}.items() if v is not DROP}
+    return json.dumps(doc).encode()
+
+
+def bronze(
+    values: list[bytes | None],
+    *,
+    topic: str = "clickstream",
+    partitions: list[int] | None = None,
+    offsets: list[int] | None = None,
+    ingested_at: datetime = INGESTED_AT,
+) -> pa.Table:
+    """A bronze batch of ``values`` (partition 0, offsets 0.. unless given)."""
+    n = len(values)
+    return pa.Table.from_pydict(
+        {
+            "topic": [topic] * n,
+            "partition": partitions if partitions is not None else [0] * n,
+            "offset": offsets if offsets is not None else list(range(n)),
+            "timestamp": [KAFKA_TS] * n,
+            "key": [b"k%d" % i for i in range(n)],
+            "value": values,
+            "ingested_at": [ingested_at] * n,
+            "run_id": ["run-1"] * n,
+        },
+        schema=BRONZE_SCHEMA,
+    )
+
+
+SENSOR_SPEC: dict[str, Any] = {
+    "name": "sensors",
+    "source": {"topic": "readings"},
+    "schema": {
+        "id_field": "reading_id",
+        "time_field": "ts",
+        "max_record_bytes": 512,
+        "fields": {
+            "reading_id": {"type": "int"},
+            "ts": {"type": "timestamp"},
+            "site": {"type": "string", "allowed": ["north", "south", "east"], "max_length": 5},
+            "temperature": {"type": "float", "min": -50, "max": 60},
+            "is_weekend": {"type": "bool"},
+            "load": {"type": "float", "required": False},
+            "serial": {"type": "string", "required": False, "default": "unknown", "max_length": 12},
+            "count": {"type": "int", "required": False, "default": 7},
+            "kwh": {"type": "float"},
+        },
+    },
+    "features": {
+        "numeric": [
+            {
+                "name": "temperature",
+                "transform": "clip",
+                "clip_min": -10,
+                "clip_max": 40,
+                "mean": 15,
+                "std": 10,
+            },
+            {"name": "is_weekend", "mean": 0.25, "std": 0.5},
+            {"name": "load", "transform": "log1p", "mean": 1.0, "std": 2.0},
+        ],
+        "categorical": [
+            {"name": "site", "vocabulary": ["north", "south"]},
+            {"name": "serial", "hash_buckets": 16},
+        ],
+    },
+    "label": {"field": "kwh", "kind": "regression"},
+    "training": {"metric": "rmse"},
+}
+"""A second, different pipeline: int ids, a bool feature, clip/log1p transforms, regression label, defaults."""
+
+SENSOR_VALID: dict[str, Any] = {
+    "reading_id": 1,
+    "ts": "2024-01-01T12:00:00Z",
+    "site": "north",
+    "temperature": 20.5,
+    "is_weekend": True,
+    "load": 3.0,
+    "serial": "SN-1",
+    "count": 2,
+    "kwh": 1.5,
+}
+
+
+def reading(**changes: Any) -> bytes:
+    """A valid sensor reading as JSON bytes, with fields changed (``DROP`` removes one)."""
+    doc = {k: v for k, v in {**SENSOR_VALID, **changes}.items() if v is not DROP}
+    return json.dumps(doc).encode()

@@ -1,0 +1,262 @@
+"""clean_batch end to end: exact output schemas, every row accounted for, lag stats, other specs and parsers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from clean_support import INGESTED_AT, KAFKA_TS, SENSOR_SPEC, bronze, event, reading
+
+from rt_training.clean import DEAD_LETTER_SCHEMA, ParsedBatch, Reason, clean_batch, silver_schema
+from rt_training.clean.pipeline import without_rows
+from rt_training.spec import load_spec, parse_spec
+
+DEMO = load_spec()
+SENSORS = parse_spec(SENSOR_SPEC)
+TS_US = pa.timestamp("us", tz="UTC")
+
+
+def test_silver_schema_exact_for_demo_spec() -> None:
+    result = clean_batch(bronze([event()]), DEMO)
+    assert result.silver.schema == silver_schema(DEMO)
+    assert [(f.name, str(f.type)) for f in result.silver.schema] == [
+        ("_topic", "string"),
+        ("_partition", "int32"),
+        ("_offset", "int64"),
+        ("_ingested_at", "timestamp[us, tz=UTC]"),
+        ("event_id", "string"),
+        ("event_time", "timestamp[us, tz=UTC]"),
+        ("user_id", "string"),
+        ("item_id", "string"),
+        ("price", "double"),
+        ("dwell_time_s", "double"),
+        ("position", "int64"),
+        ("user_tenure_days", "double"),
+        ("discount", "double"),
+        ("device", "string"),
+        ("category", "string"),
+        ("country", "string"),
+        ("clicked", "int64"),
+        ("num__price", "float"),
+        ("num__dwell_time_s", "float"),
+        ("num__position", "float"),
+        ("num__user_tenure_days", "float"),
+        ("num__discount", "float"),
+        ("cat__device", "int32"),
+        ("cat__category", "int32"),
+        ("cat__country", "int32"),
+        ("cat__user_id", "int32"),
+        ("cat__item_id", "int32"),
+    ]
+    row = result.silver.to_pylist()[0]
+    assert (row["_topic"], row["_partition"], row["_offset"], row["_ingested_at"]) == (
+        "clickstream",
+        0,
+        0,
+        INGESTED_AT,
+    )
+    assert (row["event_id"], row["position"], row["clicked"], row["device"]) == ("e-1", 2, 1, "mobile")
+
+
+def test_dead_letter_schema_and_columns_copied_from_bronze() -> None:
+    result = clean_batch(
+        bronze([event(), b"{", event(price=-1.0)], partitions=[2, 2, 2], offsets=[40, 41, 42]), DEMO
+    )
+    assert result.dead_letters.schema == DEAD_LETTER_SCHEMA
+    assert DEAD_LETTER_SCHEMA.names == [
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        "key",
+        "value",
+        "reason",
+        "detail",
+        "ingested_at",
+        "run_id",
+    ]
+    rows = result.dead_letters.to_pylist()
+    assert rows[0] == {
+        "topic": "clickstream",
+        "partition": 2,
+        "offset": 41,
+        "timestamp": KAFKA_TS,
+        "key": b"k1",
+        "value": b"{",
+        "reason": "malformed_json",
+        "detail": "invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2",
+        "ingested_at": INGESTED_AT,
+        "run_id": "run-1",
+    }
+    assert [r["offset"] for r in rows] == [41, 42]
+
+
+def test_every_row_lands_once_and_counts_reconcile() -> None:
+    values = [event(event_id=f"e-{i}") for i in range(20)]
+    values[3] = b"nope"
+    values[5] = event(event_id="e-5", price="x")
+    values[8] = event(event_id="e-1")
+    values[13] = b"[]"
+    result = clean_batch(bronze(values), DEMO)
+    assert result.rows_in == 20
+    assert (result.silver_rows, result.dead_letter_rows, result.duplicates) == (16, 4, 1)
+    offsets = result.silver.column("_offset").to_pylist() + result.dead_letters.column("offset").to_pylist()
+    assert sorted(offsets) == list(range(20))
+    assert result.silver.column("_offset").to_pylist() == [i for i in range(20) if i not in (3, 5, 8, 13)]
+    assert result.reason_counts == {r.value: 0 for r in Reason} | {
+        "malformed_json": 1,
+        "wrong_type": 1,
+        "duplicate_id": 1,
+        "not_an_object": 1,
+    }
+    meta = result.metadata()
+    assert meta["rows_in"] == 20 and meta["dead_letter_share"] == 0.2 and meta["dead_letters_wrong_type"] == 1
+
+
+def test_empty_and_all_bad_batches() -> None:
+    empty = clean_batch(bronze([]), DEMO)
+    assert (empty.silver.num_rows, empty.dead_letters.num_rows) == (0, 0)
+    assert empty.silver.schema == silver_schema(DEMO) and empty.dead_letters.schema == DEAD_LETTER_SCHEMA
+    assert empty.lag.p50_s is None
+    all_bad = clean_batch(bronze([b"x", b"[]", None]), DEMO)
+    assert (all_bad.silver_rows, all_bad.dead_letter_rows) == (0, 3)
+    assert all_bad.silver.schema == silver_schema(DEMO)
+
+
+def test_lag_stats_are_ingested_at_minus_event_time() -> None:
+    base_ms = int(INGESTED_AT.timestamp() * 1000)
+    lags = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    values = [event(event_id=f"e-{i}", event_time=base_ms - lag * 1000) for i, lag in enumerate(lags)]
+    result = clean_batch(bronze(values), DEMO, now=INGESTED_AT + timedelta(seconds=5))
+    assert (result.lag.p50_s, result.lag.p95_s, result.lag.max_s) == (50.0, 95.0, 100.0)
+    assert result.lag.freshness_s == 5.0
+
+
+def test_bronze_without_required_columns_is_a_clear_error() -> None:
+    table = bronze([event()]).drop_columns(["run_id"])
+    with pytest.raises(ValueError, match=r"bronze batch lacks columns \['run_id'\]"):
+        clean_batch(table, DEMO)
+
+
+def test_bronze_with_chunks_extra_columns_and_large_binary() -> None:
+    table = pa.concat_tables([bronze([event(event_id="a")]), bronze([event(event_id="b")], offsets=[1])])
+    table = table.append_column("extra", pa.array([1, 2])).set_column(
+        5, "value", table.column("value").cast(pa.large_binary())
+    )
+    result = clean_batch(table, DEMO)
+    assert result.silver.column("event_id").to_pylist() == ["a", "b"]
+
+
+def test_second_spec_runs_with_no_code_change() -> None:
+    values = [
+        reading(reading_id=1),
+        reading(reading_id=2, is_weekend=False, site="south", serial=None, load=None),
+        reading(reading_id=3, site="east", ts=1_704_110_400_000),
+        reading(reading_id=4, is_weekend=0),
+    ]
+    result = clean_batch(bronze(values, topic="readings"), SENSORS)
+    assert result.silver.schema == silver_schema(SENSORS)
+    assert result.silver.schema.names == [
+        "_topic", "_partition", "_offset", "_ingested_at",
+        "reading_id", "ts", "site", "temperature", "is_weekend", "load", "serial", "count", "kwh",
+        "num__temperature", "num__is_weekend", "num__load", "cat__site", "cat__serial",
+    ]  # fmt: skip
+    silver = result.silver.to_pydict()
+    assert silver["reading_id"] == [1, 2, 3]
+    assert silver["is_weekend"] == [True, False, True]
+    assert silver["ts"] == [datetime(2024, 1, 1, 12, tzinfo=UTC)] * 3
+    assert silver["cat__site"] == [1, 2, 0]
+    assert silver["serial"] == ["SN-1", "unknown", "SN-1"]
+    assert result.dead_letters.select(["reason", "detail"]).to_pylist() == [
+        {
+            "reason": "wrong_type",
+            "detail": "field 'is_weekend' expected a boolean (true or false), got number 0",
+        }
+    ]
+
+
+class SemicolonParser:
+    """A second wire format, ``id;time_ms`` text, to show the parser is pluggable."""
+
+    def parse(self, values: pa.BinaryArray) -> ParsedBatch:
+        ids: list[object] = []
+        times: list[object] = []
+        errors = {}
+        for row, raw in enumerate(values.to_pylist()):
+            parts = raw.decode().split(";")
+            if len(parts) != 2:
+                errors[row] = (Reason.MALFORMED_JSON, f"expected 2 fields separated by ';', got {len(parts)}")
+                parts = [None, None]
+            ids.append(parts[0])
+            times.append(int(parts[1]) if parts[1] is not None else None)
+        return ParsedBatch(columns={"id": ids, "t": times}, errors=errors)
+
+
+def test_pluggable_parser() -> None:
+    spec = parse_spec(
+        {
+            "name": "tiny",
+            "source": {"topic": "tiny"},
+            "schema": {
+                "id_field": "id",
+                "time_field": "t",
+                "fields": {"id": {"type": "string"}, "t": {"type": "timestamp"}},
+            },
+            "features": {"categorical": [{"name": "id", "hash_buckets": 8}]},
+            "label": {"field": "t"},
+        }
+    )
+    result = clean_batch(bronze([b"x;1000", b"bad", b"x;2000"], topic="tiny"), spec, parser=SemicolonParser())
+    assert result.silver.to_pydict()["t"] == [datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)]
+    assert result.dead_letters.column("reason").to_pylist() == ["malformed_json", "duplicate_id"]
+
+
+@pytest.mark.parametrize("spec", [DEMO, SENSORS], ids=["clickstream", "sensors"])
+def test_generated_bad_records_get_the_reason_of_their_kind(spec) -> None:
+    from rt_training.stream.synthetic import EventGenerator
+
+    generator = EventGenerator(spec, seed=3, bad_ratio=0.2)
+    batch = generator.generate(3000)
+    n = len(batch)
+    result = clean_batch(bronze(batch.values, topic=spec.source.topic), spec)
+    got = dict(
+        zip(
+            result.dead_letters.column("offset").to_pylist(),
+            result.dead_letters.column("reason").to_pylist(),
+            strict=True,
+        )
+    )
+    expected = {i: kind for i, kind in enumerate(batch.kinds) if kind is not None}
+    assert set(expected.values()) == set(generator.bad_kinds)
+    assert got == expected
+    assert result.silver_rows == n - len(expected)
+
+
+def test_oversized_rows_are_never_parsed_even_in_a_sliced_batch_with_nulls() -> None:
+    limit = DEMO.schema_.max_record_bytes
+    big = event(event_id="big")[:-1] + b" " * limit + b"}"
+    table = bronze([event(event_id="cut"), None, big, event(event_id="a"), big]).slice(1)
+    values = table.column("value").chunk(0)
+    blanked = without_rows(values, np.array([False, True, False, True]))
+    assert blanked.to_pylist() == [None, None, event(event_id="a"), None]
+    result = clean_batch(table, DEMO)
+    assert result.dead_letters.select(["offset", "reason"]).to_pylist() == [
+        {"offset": 1, "reason": "malformed_json"},
+        {"offset": 2, "reason": "oversized"},
+        {"offset": 4, "reason": "oversized"},
+    ]
+    assert result.silver.column("event_id").to_pylist() == ["a"]
+
+
+class ShortParser:
+    def parse(self, values: pa.BinaryArray) -> ParsedBatch:
+        return ParsedBatch(columns={"event_id": ["x"]})
+
+
+def test_parser_breaking_the_contract_is_a_clear_error() -> None:
+    with pytest.raises(
+        ValueError, match=r"parser ShortParser returned 1 values for field 'event_id' of a batch of 2 records"
+    ):
+        clean_batch(bronze([event(), event()]), DEMO, parser=ShortParser())
