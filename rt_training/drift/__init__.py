@@ -1,0 +1,32 @@
+"""Drift: is the stream still like the data the champion learned from, and should a retraining start?
+
+``detector`` decides drift with Evidently's DataDriftPreset verdicts on numpy (fast enough for every sensor
+tick), ``report`` writes Evidently's own HTML report, ``quality`` compares the champion's metric on recent
+labelled events with its validation value, and ``trigger`` turns those signals into a launch decision.
+"""
+
+from rt_training.drift.detector import (
+    ColumnDrift,
+    DriftInputError,
+    DriftResult,
+    choose_stattest,
+    detect_drift,
+)
+from rt_training.drift.quality import QualitySignal, quality_drop
+from rt_training.drift.report import EvidentlyVerdicts, evidently_report_html, evidently_verdicts
+from rt_training.drift.trigger import TriggerDecision, decide_retraining
+
+__all__ = [
+    "ColumnDrift",
+    "DriftInputError",
+    "DriftResult",
+    "EvidentlyVerdicts",
+    "QualitySignal",
+    "TriggerDecision",
+    "choose_stattest",
+    "decide_retraining",
+    "detect_drift",
+    "evidently_report_html",
+    "evidently_verdicts",
+    "quality_drop",
+]
