@@ -41,16 +41,11 @@ from rt_training.clean.values import (
     json_kind_name,
     show,
 )
+from rt_training.lake.tables import FIELD_TYPES
 from rt_training.spec.models import FieldSpec, SchemaSpec
 
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "timestamp": UTC_US,
-}
-"""Silver column type of each spec field type."""
+ARROW_TYPES = FIELD_TYPES
+"""Silver column type of each spec field type (one definition, in the lake's table schemas)."""
 
 _EXPECTED = {
     "string": "a string",
