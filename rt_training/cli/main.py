@@ -1,0 +1,26 @@
+"""The ``rt-training`` command line: operations around the Dagster code location.
+
+Each command group lives in its own module beside this one; heavy libraries are imported inside commands so
+``rt-training --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from rt_training.cli.kafka import kafka
+from rt_training.cli.metrics import metrics
+from rt_training.cli.produce import produce
+from rt_training.cli.spec import spec
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rt-training")
+def cli() -> None:
+    """rt-training: keep PyTorch models trained on a live Kafka stream."""
+
+
+cli.add_command(spec)
+cli.add_command(kafka)
+cli.add_command(metrics)
+cli.add_command(produce)
