@@ -124,12 +124,16 @@ def plan_runs(
         )
     remaining = {(p.topic, p.partition): (cursors[(p.topic, p.partition)], p.end) for p in partitions}
     while len(runs) < max_runs:
-        active = [tp for tp, (s, e) in sorted(remaining.items()) if e > s]
+        # Smallest remainders first: each partition takes at most its fair share of what is left of the budget,
+        # so what a small partition leaves over goes to the larger ones and every run but the last is full.
+        active = sorted(
+            (tp for tp, (s, e) in remaining.items() if e > s),
+            key=lambda tp: remaining[tp][1] - remaining[tp][0],
+        )
         if not active:
             break
         budget = max_records_per_run
         run: list[OffsetRange] = []
-        # Fair share per partition, the leftover budget going to partitions with more to read.
         for i, tp in enumerate(active):
             s, e = remaining[tp]
             share = budget // (len(active) - i)
@@ -141,5 +145,5 @@ def plan_runs(
             budget -= take
             if budget <= 0:
                 break
-        runs.append(run)
+        runs.append(sorted(run))
     return Plan(runs, pending, f"{pending} pending records in {len(runs)} run(s)")

@@ -1,0 +1,261 @@
+"""Ingest: the Kafka offsets sensor and the micro-batch job that lands bronze, silver and dead letters.
+
+A micro-batch is one run (not a partition), tagged with the offset ranges it covers, using the in-process
+executor so a run starts in about two seconds. The work is done by :mod:`rt_training.ingest.batch`.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from rt_training.defs.resources import KafkaResource, LakeResource
+from rt_training.spec import PipelineSpec
+from rt_training.stream.planner import OffsetRange, PartitionState, plan_runs, ranges_key
+
+INGEST_TAG = "rt_training/ingest"
+PIPELINE_TAG = "rt_training/pipeline"
+RANGES_TAG = "rt_training/ranges"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+LAKE_TABLES = ("bronze", "silver", "dead_letters")
+
+
+class OffsetRangeConfig(dg.Config):
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+
+class IngestConfig(dg.Config):
+    """The offset ranges a micro-batch reads, ``[start, end)`` per partition (set by the sensor)."""
+
+    ranges: list[OffsetRangeConfig]
+
+
+@dataclass
+class SensorCursor:
+    """What the sensor remembers between ticks (stored as JSON in the Dagster cursor)."""
+
+    planned_until: dict[str, int] = field(default_factory=dict)
+    pending_since: float | None = None
+    generation: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> "SensorCursor":
+        return cls(**json.loads(text)) if text else cls()
+
+    def dump(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+def _tp_key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+def run_request_for(spec: PipelineSpec, ranges: list[OffsetRange], generation: int) -> dg.RunRequest:
+    key = ranges_key(ranges)
+    return dg.RunRequest(
+        run_key=f"{key}#{generation}",
+        run_config={
+            "ops": {"ingest_micro_batch": {"config": {"ranges": [r.to_dict() for r in sorted(ranges)]}}}
+        },
+        tags={INGEST_TAG: spec.name, PIPELINE_TAG: spec.name, RANGES_TAG: key[:1000]},
+    )
+
+
+def build_ingest_sensor(spec: PipelineSpec, job: Any) -> dg.SensorDefinition:
+    policy = spec.ingest
+
+    @dg.sensor(
+        name="kafka_offsets_sensor",
+        job=job,
+        minimum_interval_seconds=5,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"Plans offset ranges of topic {spec.source.topic} from Kafka's end offsets and the offsets committed "
+            f"in the Delta tables; launches a micro-batch when {policy.min_records} records are pending or the "
+            f"oldest has waited {policy.max_wait_s}s, at most {policy.max_records_per_run} records a run."
+        ),
+    )
+    def kafka_offsets_sensor(
+        context: dg.SensorEvaluationContext, kafka: KafkaResource, lake: LakeResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        from rt_training.lake.exactly_once import committed_offsets
+        from rt_training.stream.client import KafkaUnreachableError
+        from rt_training.stream.offsets import partition_offsets
+
+        cursor = SensorCursor.parse(context.cursor)
+        topic = spec.source.topic
+        try:
+            offsets = partition_offsets(kafka.settings(), topic)
+        except KafkaUnreachableError as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        committed = {
+            table: committed_offsets(lake.table_uri(spec.name, table), spec.name, topic, list(offsets))
+            for table in LAKE_TABLES
+        }
+        states = [
+            PartitionState(topic, p, earliest, end, {t: committed[t].get(p) for t in LAKE_TABLES})
+            for p, (earliest, end) in sorted(offsets.items())
+        ]
+        in_flight = context.instance.get_run_records(
+            dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}), limit=50
+        )
+        if not in_flight and any(
+            cursor.planned_until.get(_tp_key(s.topic, s.partition), s.next_offset) > s.next_offset
+            for s in states
+        ):
+            # Runs ended without committing what was planned (failed or were cancelled): plan again from the
+            # tables, under a new generation so the run keys differ from the failed runs'.
+            cursor.planned_until = {}
+            cursor.generation += 1
+        planned_until = {
+            (s.topic, s.partition): cursor.planned_until[_tp_key(s.topic, s.partition)]
+            for s in states
+            if _tp_key(s.topic, s.partition) in cursor.planned_until
+        }
+        now = time.time()
+        waited = None if cursor.pending_since is None else now - cursor.pending_since
+        plan = plan_runs(
+            states,
+            planned_until=planned_until,
+            min_records=policy.min_records,
+            max_wait_s=policy.max_wait_s,
+            max_records_per_run=policy.max_records_per_run,
+            waited_s=waited,
+            max_runs=max(0, 10 - len(in_flight)),
+        )
+        if not plan.runs:
+            cursor.pending_since = (cursor.pending_since or now) if plan.pending else None
+            context.update_cursor(cursor.dump())
+            return dg.SkipReason(plan.reason)
+        for run in plan.runs:
+            for r in run:
+                cursor.planned_until[_tp_key(r.topic, r.partition)] = r.end
+        cursor.pending_since = None
+        return dg.SensorResult(
+            run_requests=[run_request_for(spec, run, cursor.generation) for run in plan.runs],
+            cursor=cursor.dump(),
+        )
+
+    return kafka_offsets_sensor
+
+
+def build_ingest_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
+    """``bronze_events``, ``silver_events`` and ``dead_letters``: one micro-batch writes all three."""
+    topic_key = dg.AssetKey(["kafka", spec.source.topic])
+    specs = [
+        dg.AssetSpec(
+            "bronze_events",
+            deps=[topic_key],
+            group_name="ingest",
+            kinds={"deltalake"},
+            description="Raw Kafka records (value bytes, key, topic/partition/offset/timestamp), exactly once.",
+        ),
+        dg.AssetSpec(
+            "silver_events",
+            deps=["bronze_events"],
+            group_name="ingest",
+            kinds={"deltalake"},
+            description="Parsed, validated events with normalized features (num__*, cat__*).",
+        ),
+        dg.AssetSpec(
+            "dead_letters",
+            deps=["bronze_events"],
+            group_name="ingest",
+            kinds={"deltalake"},
+            description="Rejected records: raw bytes, Kafka coordinates and a machine-readable reason.",
+        ),
+    ]
+    checks = [
+        dg.AssetCheckSpec(
+            "counts_reconcile",
+            asset="silver_events",
+            description="Per micro-batch: bronze rows = silver rows + dead letters (duplicates included).",
+        ),
+        dg.AssetCheckSpec(
+            "no_offset_gaps",
+            asset="bronze_events",
+            description="Each commit's range starts where the previous commit of its partition ended.",
+        ),
+    ]
+
+    @dg.multi_asset(
+        name="ingest_micro_batch",
+        specs=specs,
+        check_specs=checks,
+        can_subset=False,
+        op_tags={"kind": "ingest"},
+    )
+    def ingest_micro_batch(
+        context: dg.AssetExecutionContext, config: IngestConfig, kafka: KafkaResource, lake: LakeResource
+    ):
+        from rt_training.ingest.batch import run_micro_batch
+        from rt_training.ingest.checks import offset_gaps, reconcile
+
+        ranges = [OffsetRange(r.topic, r.partition, r.start, r.end) for r in config.ranges]
+        if not ranges:
+            raise dg.Failure(
+                "no offset ranges in the run config; micro-batches are launched by kafka_offsets_sensor"
+            )
+        location = lake.location()
+        context.log.info(f"reading {ranges_key(ranges)} ({sum(r.size for r in ranges)} offsets)")
+        report = run_micro_batch(kafka.settings(), spec, location, ranges, context.run.run_id)
+        if report.skipped:
+            context.log.info("every table already holds these ranges: nothing to do (a replayed run)")
+        else:
+            context.log.info(
+                f"{report.records} records: read {report.read_s:.2f}s, clean {report.clean_s:.2f}s, "
+                f"commit {report.commit_s:.2f}s"
+            )
+        for table, key in (
+            ("bronze", "bronze_events"),
+            ("silver", "silver_events"),
+            ("dead_letters", "dead_letters"),
+        ):
+            yield dg.MaterializeResult(asset_key=key, metadata=report.table_metadata(table))
+        rec = reconcile(spec, location, ranges)
+        yield dg.AssetCheckResult(
+            asset_key="silver_events",
+            check_name="counts_reconcile",
+            passed=rec.ok,
+            metadata={"bronze": rec.bronze, "silver": rec.silver, "dead_letters": rec.dead_letters},
+            description=rec.describe(),
+        )
+        gaps = offset_gaps(location.uri(spec.name, "bronze"), location.storage_options)
+        yield dg.AssetCheckResult(
+            asset_key="bronze_events",
+            check_name="no_offset_gaps",
+            passed=not gaps,
+            metadata={"breaks": len(gaps), "first": gaps[0] if gaps else ""},
+        )
+
+    return ingest_micro_batch
+
+
+def build_ingest_job(spec: PipelineSpec) -> Any:
+    return dg.define_asset_job(
+        "ingest_job",
+        selection=dg.AssetSelection.assets("bronze_events", "silver_events", "dead_letters"),
+        executor_def=dg.in_process_executor,
+        description=f"One micro-batch of topic {spec.source.topic} into bronze, silver and dead letters.",
+        tags={INGEST_TAG: spec.name, PIPELINE_TAG: spec.name},
+    )
+
+
+def kafka_topic_spec(spec: PipelineSpec) -> dg.AssetSpec:
+    """The source topic, shown upstream of bronze in the asset graph (Kafka owns it; nothing materializes it)."""
+    return dg.AssetSpec(
+        ["kafka", spec.source.topic],
+        group_name="ingest",
+        kinds={"kafka"},
+        description=f"Kafka topic {spec.source.topic} ({spec.source.partitions} partitions in the spec).",
+    )

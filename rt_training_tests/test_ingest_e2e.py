@@ -1,0 +1,326 @@
+"""Ingest end to end against the real broker, real Delta tables and a real Dagster instance.
+
+The sensor plans, the job runs (in process, as the daemon's run worker would), and the lake is reconciled
+exactly against Kafka: every offset once in bronze, silver + dead letters = bronze, each bad record with its
+reason. Faults: SIGKILL at every phase of a micro-batch, racing runs, a broker stopped mid-run, retention.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from rt_training.ingest.batch import LakeLocation, run_micro_batch
+from rt_training.lake.exactly_once import committed_offsets
+from rt_training.lake.history import recorded_data_loss
+from rt_training.spec import PipelineSpec
+from rt_training.stream.client import KafkaSettings
+from rt_training.stream.offsets import partition_offsets
+from rt_training.stream.planner import OffsetRange, PartitionState, plan_runs
+from rt_training.stream.producer import produce
+from rt_training_tests.ingest_support import Daemon, definitions, read_table, resources, spec_for
+
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a simulated clock keeps event times reproducible
+
+
+def make_daemon(spec: PipelineSpec, settings: KafkaSettings, lake: Path) -> Daemon:
+    return Daemon(
+        definitions(spec, settings, lake), dg.DagsterInstance.ephemeral(), resources(settings, lake)
+    )
+
+
+def kafka_offsets(settings: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
+    return {p: (b.earliest, b.end) for p, b in partition_offsets(settings, topic).items()}
+
+
+def coords(table: pa.Table, prefix: str = "") -> list[tuple[int, int]]:
+    parts = table.column(f"{prefix}partition").to_pylist()
+    offs = table.column(f"{prefix}offset").to_pylist()
+    return list(zip(parts, offs, strict=True))
+
+
+def assert_reconciled(settings: KafkaSettings, spec: PipelineSpec, lake: LakeLocation) -> dict[str, pa.Table]:
+    """Bronze holds every Kafka offset exactly once; silver and dead letters partition bronze exactly."""
+    bronze = read_table(lake, spec, "bronze")
+    silver = read_table(lake, spec, "silver")
+    dead = read_table(lake, spec, "dead_letters")
+    expected = {
+        (p, o) for p, (lo, hi) in kafka_offsets(settings, spec.source.topic).items() for o in range(lo, hi)
+    }
+    bronze_coords = coords(bronze)
+    assert len(bronze_coords) == len(set(bronze_coords)), "duplicated offsets in bronze"
+    assert set(bronze_coords) == expected, "bronze does not hold exactly Kafka's offsets"
+    silver_coords, dead_coords = coords(silver, "_"), coords(dead)
+    assert len(silver_coords) == len(set(silver_coords)), "duplicated offsets in silver"
+    assert len(dead_coords) == len(set(dead_coords)), "duplicated offsets in dead letters"
+    assert not set(silver_coords) & set(dead_coords)
+    assert set(silver_coords) | set(dead_coords) == expected
+    committed = committed_offsets(lake.uri(spec.name, "silver"), spec.name, spec.source.topic, [0, 1, 2])
+    assert committed == {p: hi for p, (_, hi) in kafka_offsets(settings, spec.source.topic).items()}
+    return {"bronze": bronze, "silver": silver, "dead_letters": dead}
+
+
+@pytest.fixture
+def topic(topic_factory) -> str:
+    return topic_factory(partitions=3)
+
+
+def test_sensor_and_job_ingest_exactly_once_with_bad_records(kafka_broker, topic, tmp_path) -> None:
+    spec = spec_for(topic, min_records=1, max_records_per_run=4000)
+    sent = produce(kafka_broker, spec, topic, count=10_000, bad_ratio=0.08, seed=5, start_ms=START_MS)
+    assert sent.sent == 10_000 and sum(sent.bad.values()) > 0
+    daemon = make_daemon(spec, kafka_broker, tmp_path)
+    runs = daemon.catch_up()
+    assert runs >= 3  # a 10,000-record backlog at 4,000 a run
+    assert all(r.success for r in daemon.results)
+    tables = assert_reconciled(kafka_broker, spec, LakeLocation(str(tmp_path)))
+    # Every injected defect is in dead letters with its own reason, and nothing else is.
+    reasons = Counter(tables["dead_letters"].column("reason").to_pylist())
+    assert reasons == Counter(dict(sent.bad))
+    assert tables["silver"].num_rows == 10_000 - sum(sent.bad.values())
+    # The asset checks ran and passed for every batch; metadata carries plottable numbers.
+    for result in daemon.results:
+        evaluations = result.get_asset_check_evaluations()
+        assert {e.check_name for e in evaluations} == {"counts_reconcile", "no_offset_gaps"}
+        assert all(e.passed for e in evaluations)
+        by_key = {
+            m.asset_key.to_user_string(): m.metadata
+            for m in result.asset_materializations_for_node("ingest_micro_batch")
+        }
+        assert {
+            "records_in",
+            "rows_written",
+            "event_lag_p95_s",
+            "dead_letters_malformed_json",
+            "duration_s",
+        } <= set(by_key["silver_events"])
+        assert by_key["bronze_events"]["rows_written"].value == by_key["bronze_events"]["records_in"].value
+    # Nothing new: the sensor skips with a reason.
+    skip = daemon.tick()
+    assert isinstance(skip, dg.SkipReason) and "no new records" in skip.skip_message
+
+
+def test_sensor_policy_thresholds_backlog_and_new_partition(kafka_broker, topic, tmp_path) -> None:
+    from kafka.admin import NewPartitions
+
+    from rt_training.stream.client import make_admin
+
+    spec = spec_for(topic, min_records=500, max_wait_s=3600, max_records_per_run=400)
+    daemon = make_daemon(spec, kafka_broker, tmp_path)
+    produce(kafka_broker, spec, topic, count=300, seed=1, start_ms=START_MS)
+    below = daemon.tick()
+    assert isinstance(below, dg.SkipReason)
+    assert "300 pending records < min_records 500" in below.skip_message
+    produce(kafka_broker, spec, topic, count=900, seed=2, start_ms=START_MS)
+    due = daemon.tick()
+    assert isinstance(due, dg.SensorResult)
+    sizes = [
+        sum(r["end"] - r["start"] for r in rr.run_config["ops"]["ingest_micro_batch"]["config"]["ranges"])
+        for rr in due.run_requests
+    ]
+    assert sum(sizes) == 1200 and max(sizes) <= 400 and len(sizes) == 3
+    keys = [rr.run_key for rr in due.run_requests]
+    assert len(set(keys)) == 3
+    # Runs in flight: the next tick plans nothing twice.
+    again = daemon.tick()
+    assert isinstance(again, dg.SkipReason)
+    for rr in due.run_requests:
+        daemon.run(rr)
+    # A new partition is read from its earliest offset.
+    admin = make_admin(kafka_broker)
+    admin.create_partitions({topic: NewPartitions(total_count=4)})
+    admin.close()
+    spec4 = spec_for(topic, partitions=4, min_records=1, max_records_per_run=10_000)
+    daemon4 = make_daemon(spec4, kafka_broker, tmp_path)
+    produce(kafka_broker, spec4, topic, count=400, seed=3, start_ms=START_MS)
+    result = daemon4.tick()
+    assert isinstance(result, dg.SensorResult)
+    planned = result.run_requests[0].run_config["ops"]["ingest_micro_batch"]["config"]["ranges"]
+    assert any(r["partition"] == 3 and r["start"] == 0 for r in planned)
+    daemon4.run(result.run_requests[0])
+    offsets = kafka_offsets(kafka_broker, topic)
+    assert committed_offsets(str(tmp_path / spec.name / "bronze"), spec.name, topic, [0, 1, 2, 3]) == {
+        p: hi for p, (_, hi) in offsets.items()
+    }
+
+
+def test_unreachable_kafka_fails_the_tick_fast_with_the_address(tmp_path) -> None:
+    from rt_training.ops.kafka_local import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    settings = KafkaSettings(bootstrap_servers=address)
+    spec = spec_for("nowhere")
+    daemon = make_daemon(spec, settings, tmp_path)
+    started = time.monotonic()
+    with pytest.raises(dg.Failure) as info:
+        daemon.tick()
+    assert time.monotonic() - started < 15
+    assert address in str(info.value.description)
+
+
+def test_replayed_and_racing_runs_write_once(kafka_broker, topic, tmp_path) -> None:
+    spec = spec_for(topic)
+    produce(kafka_broker, spec, topic, count=3000, seed=9, start_ms=START_MS, bad_ratio=0.05)
+    lake = LakeLocation(str(tmp_path))
+    ranges = [OffsetRange(topic, p, 0, hi) for p, (_, hi) in kafka_offsets(kafka_broker, topic).items()]
+    reports: list = []
+    errors: list = []
+    barrier = threading.Barrier(2)
+
+    def race(run_id: str) -> None:
+        barrier.wait()
+        try:
+            reports.append(run_micro_batch(kafka_broker, spec, lake, ranges, run_id))
+        except Exception as exc:  # the test asserts there are none
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(f"run-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    written = {
+        table: sum(r.outcomes[table].rows for r in reports) for table in ("bronze", "silver", "dead_letters")
+    }
+    assert written["bronze"] == 3000
+    assert written["silver"] + written["dead_letters"] == 3000
+    for table in ("bronze", "silver", "dead_letters"):
+        assert sum(r.outcomes[table].committed for r in reports) == 1, table
+    replay = run_micro_batch(kafka_broker, spec, lake, ranges, "run-replay")
+    assert replay.skipped and replay.records == 0  # not even read from Kafka
+    assert_reconciled(kafka_broker, spec, lake)
+
+
+PHASES = ["read", "clean", "commit bronze", "committed bronze", "commit silver", "committed silver",
+          "commit dead_letters", "committed dead_letters"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_phase_then_rerun_reconciles_exactly(kafka_broker, topic, tmp_path) -> None:
+    """24 micro-batches, each killed with SIGKILL right at (or a few ms after) a phase, cycling through the
+    phases; the sensor then plans from the tables and the runs complete what the killed ones left."""
+    spec = spec_for(topic, min_records=1, max_records_per_run=600)
+    produce(kafka_broker, spec, topic, count=6000, seed=13, bad_ratio=0.05, start_ms=START_MS)
+    lake = LakeLocation(str(tmp_path))
+    rng = random.Random(1234)
+    spec_json = spec.model_dump(mode="json", by_alias=True)
+    root = Path(__file__).resolve().parents[1]
+    killed_at: Counter[str] = Counter()
+    for i in range(24):
+        states = [
+            PartitionState(topic, p, lo, hi, {
+                t: committed_offsets(lake.uri(spec.name, t), spec.name, topic, [p])[p]
+                for t in ("bronze", "silver", "dead_letters")
+            })
+            for p, (lo, hi) in kafka_offsets(kafka_broker, topic).items()
+        ]  # fmt: skip
+        plan = plan_runs(
+            states,
+            planned_until={},
+            min_records=1,
+            max_wait_s=0,
+            max_records_per_run=600,
+            waited_s=None,
+            max_runs=1,
+        )
+        if not plan.runs:
+            break
+        target = PHASES[i % len(PHASES)]
+        job = {
+            "bootstrap": kafka_broker.bootstrap_servers,
+            "lake": str(tmp_path),
+            "spec": spec_json,
+            "ranges": [r.to_dict() for r in plan.runs[0]],
+            "run_id": f"killed-{i}",
+        }
+        child = subprocess.Popen(
+            [sys.executable, str(root / "rt_training_tests" / "fault_child.py"), json.dumps(job)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=root,
+        )
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.strip() == target:
+                time.sleep(rng.uniform(0, 0.05))
+                os.kill(child.pid, signal.SIGKILL)
+                killed_at[target] += 1
+                break
+        child.wait(timeout=120)
+    assert sum(killed_at.values()) >= 20, killed_at
+    assert set(killed_at) == set(PHASES), killed_at
+    daemon = make_daemon(spec, kafka_broker, tmp_path)
+    daemon.catch_up()
+    assert all(r.success for r in daemon.results)
+    tables = assert_reconciled(kafka_broker, spec, lake)
+    assert pc.sum(pc.equal(tables["dead_letters"].column("reason"), "duplicate_id")).as_py() >= 1
+
+
+def test_broker_stopped_mid_run_fails_clearly_then_resumes_exactly_once(tmp_path) -> None:
+    from rt_training.ops.kafka_local import LocalKafkaConfig, free_port, start_broker, stop_broker
+    from rt_training.stream.admin import create_topic
+
+    config = LocalKafkaConfig(data_dir=tmp_path / "kafka", port=free_port())
+    settings = start_broker(config).settings()
+    try:
+        topic = f"mid-run-{uuid.uuid4().hex[:8]}"
+        create_topic(settings, topic, 3)
+        spec = spec_for(topic, min_records=1)
+        produce(settings, spec, topic, count=2000, seed=4, start_ms=START_MS)
+        daemon = make_daemon(spec, settings, tmp_path / "lake")
+        planned = daemon.tick()
+        assert isinstance(planned, dg.SensorResult)
+        stop_broker(config)
+        started = time.monotonic()
+        failed = daemon.run(planned.run_requests[0], raise_on_error=False)
+        assert not failed.success
+        assert time.monotonic() - started < 30
+        message = str(failed.all_events[-1].event_specific_data)
+        assert "unreachable" in message.lower() or "Kafka" in message
+        start_broker(config)
+        daemon.catch_up()
+        assert_reconciled(settings, spec, LakeLocation(str(tmp_path / "lake")))
+    finally:
+        stop_broker(config)
+
+
+def test_retention_past_unread_offsets_fails_or_records_the_skip(kafka_broker, topic, tmp_path) -> None:
+    from kafka.structs import TopicPartition
+
+    from rt_training.stream.client import make_admin
+
+    spec = spec_for(topic, min_records=1)
+    produce(kafka_broker, spec, topic, count=900, seed=6, start_ms=START_MS)
+    admin = make_admin(kafka_broker)
+    admin.delete_records({TopicPartition(topic, 0): 100})
+    admin.close()
+    # A table that stands at offset 0 meets a partition whose earliest offset is now 100.
+    lake = LakeLocation(str(tmp_path / "fail"))
+    ranges = [OffsetRange(topic, 0, 0, kafka_offsets(kafka_broker, topic)[0][1])]
+    from rt_training.stream.reader import DataLossError
+
+    with pytest.raises(DataLossError) as info:
+        run_micro_batch(kafka_broker, spec, lake, ranges, "lossy")
+    assert topic in str(info.value) and "partition 0" in str(info.value) and "100" in str(info.value)
+    assert committed_offsets(lake.uri(spec.name, "bronze"), spec.name, topic, [0]) == {0: None}
+    skipping = spec_for(topic, min_records=1, on_data_loss="skip")
+    lake_skip = LakeLocation(str(tmp_path / "skip"))
+    report = run_micro_batch(kafka_broker, skipping, lake_skip, ranges, "skip")
+    assert report.gaps == [{"topic": topic, "partition": 0, "start": 0, "end": 100}]
+    gaps = recorded_data_loss(lake_skip.uri(skipping.name, "bronze"))
+    assert [(g["start"], g["end"]) for g in gaps] == [(0, 100)]
