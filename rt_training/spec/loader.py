@@ -38,7 +38,9 @@ def _path_of(loc: tuple[Any, ...]) -> str:
 def parse_spec(data: Any, source: str = "<dict>") -> PipelineSpec:
     """Validate an already-parsed mapping as a :class:`PipelineSpec`."""
     if not isinstance(data, dict):
-        raise SpecError(source, [("<root>", f"expected a mapping at the top level, got {type(data).__name__}")])
+        raise SpecError(
+            source, [("<root>", f"expected a mapping at the top level, got {type(data).__name__}")]
+        )
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
@@ -61,7 +63,9 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> PipelineSpec:
     else:
         p = Path(path)
         if not p.is_file():
-            raise SpecError(str(p), [("<file>", f"no such file; set {SPEC_ENV_VAR} or pass an existing path")])
+            raise SpecError(
+                str(p), [("<file>", f"no such file; set {SPEC_ENV_VAR} or pass an existing path")]
+            )
         text = p.read_text()
         source = str(p)
     try:

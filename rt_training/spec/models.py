@@ -72,9 +72,13 @@ class SchemaSpec(_Strict):
             if not _NAME.match(name):
                 raise ValueError(f"field name {name!r} must be an identifier (letters, digits, underscore)")
         if self.id_field not in self.fields:
-            raise ValueError(f"id_field {self.id_field!r} is not one of the schema fields {sorted(self.fields)}")
+            raise ValueError(
+                f"id_field {self.id_field!r} is not one of the schema fields {sorted(self.fields)}"
+            )
         if self.time_field not in self.fields:
-            raise ValueError(f"time_field {self.time_field!r} is not one of the schema fields {sorted(self.fields)}")
+            raise ValueError(
+                f"time_field {self.time_field!r} is not one of the schema fields {sorted(self.fields)}"
+            )
         if self.fields[self.time_field].type != "timestamp":
             raise ValueError(f"time_field {self.time_field!r} must have type timestamp")
         if not self.fields[self.id_field].required or not self.fields[self.time_field].required:
@@ -224,7 +228,9 @@ class PipelineSpec(_Strict):
             if f.name not in fields:
                 raise ValueError(f"features.numeric[{i}].name {f.name!r} is not a schema field")
             if fields[f.name].type not in ("int", "float", "bool"):
-                raise ValueError(f"features.numeric[{i}].name {f.name!r} has type {fields[f.name].type}, not numeric")
+                raise ValueError(
+                    f"features.numeric[{i}].name {f.name!r} has type {fields[f.name].type}, not numeric"
+                )
         for i, c in enumerate(self.features.categorical):
             if c.name not in fields:
                 raise ValueError(f"features.categorical[{i}].name {c.name!r} is not a schema field")
