@@ -1,4 +1,8 @@
-"""Build every Dagster definition of one pipeline from its spec."""
+"""Build every Dagster definition of one pipeline from its spec.
+
+Each module of this package contributes a ``definitions(spec)`` function returning a ``dg.Definitions`` of its
+own assets, checks, jobs, sensors and schedules; this factory merges them and binds the resources.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,21 @@ from typing import Any
 
 import dagster as dg
 
-from rt_training.defs.ingest import (
-    build_ingest_assets,
-    build_ingest_job,
-    build_ingest_sensor,
-    kafka_topic_spec,
-)
+from rt_training.defs import ingest
 from rt_training.defs.resources import KafkaResource, LakeResource
 from rt_training.spec import PipelineSpec
 
+PARTS = (ingest.definitions,)
+
+
+def default_resources() -> dict[str, Any]:
+    """Kafka from ``KAFKA_BOOTSTRAP_SERVERS``, the lake from ``RT_TRAINING_LAKE``."""
+    return {"kafka": KafkaResource.from_env(), "lake": LakeResource.from_env()}
+
 
 def build_definitions(spec: PipelineSpec, resources: dict[str, Any] | None = None) -> dg.Definitions:
-    """Assets, checks, jobs, sensors and schedules of ``spec``'s pipeline; ``resources`` replace the defaults
-    (Kafka from ``KAFKA_BOOTSTRAP_SERVERS``, the lake from ``RT_TRAINING_LAKE``)."""
-    ingest_job = build_ingest_job(spec)
-    return dg.Definitions(
-        assets=[kafka_topic_spec(spec), build_ingest_assets(spec)],
-        jobs=[ingest_job],
-        sensors=[build_ingest_sensor(spec, ingest_job)],
-        resources=resources or {"kafka": KafkaResource.from_env(), "lake": LakeResource.from_env()},
+    """Assets, checks, jobs, sensors and schedules of ``spec``'s pipeline; ``resources`` replace the defaults."""
+    return dg.Definitions.merge(
+        *(part(spec) for part in PARTS),
+        dg.Definitions(resources=resources or default_resources()),
     )

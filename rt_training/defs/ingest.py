@@ -259,3 +259,12 @@ def kafka_topic_spec(spec: PipelineSpec) -> dg.AssetSpec:
         kinds={"kafka"},
         description=f"Kafka topic {spec.source.topic} ({spec.source.partitions} partitions in the spec).",
     )
+
+
+def definitions(spec: PipelineSpec) -> dg.Definitions:
+    job = build_ingest_job(spec)
+    return dg.Definitions(
+        assets=[kafka_topic_spec(spec), build_ingest_assets(spec)],
+        jobs=[job],
+        sensors=[build_ingest_sensor(spec, job)],
+    )
