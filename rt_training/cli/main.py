@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from rt_training.cli.demo import demo
 from rt_training.cli.kafka import kafka
 from rt_training.cli.metrics import metrics
 from rt_training.cli.produce import produce
@@ -21,6 +22,7 @@ def cli() -> None:
 
 
 cli.add_command(spec)
+cli.add_command(demo)
 cli.add_command(kafka)
 cli.add_command(metrics)
 cli.add_command(produce)
