@@ -11,6 +11,7 @@ import click
 from rt_training.cli.demo import demo
 from rt_training.cli.kafka import kafka
 from rt_training.cli.metrics import metrics
+from rt_training.cli.model import model
 from rt_training.cli.produce import produce
 from rt_training.cli.spec import spec
 
@@ -25,4 +26,5 @@ cli.add_command(spec)
 cli.add_command(demo)
 cli.add_command(kafka)
 cli.add_command(metrics)
+cli.add_command(model)
 cli.add_command(produce)

@@ -1,0 +1,196 @@
+"""What a training run is launched with: the entry point's job config, built from the lake's state, and its command.
+
+The ``model_candidate`` asset plans a run here and executes the command through Dagster Pipes; nothing here
+imports Dagster or torch. A plan trains on one training-set snapshot and is judged on the silver rows whose
+event time is after that snapshot's cut (see :mod:`rt_training.sampling.training_set`), at the silver version
+read when the run is planned. Its lineage names the silver version the snapshot was drawn from and, per Kafka
+partition, the offsets of the silver rows it could draw from.
+
+The job config and the result are kept next to the checkpoints (``<checkpoints>/jobs/<run id>.job.json`` and
+``.result.json``), so any run can be repeated by hand with the printed command.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from rt_training.ingest.batch import LakeLocation
+    from rt_training.sampling.training_set import TrainingSetInfo
+    from rt_training.spec.models import PipelineSpec
+
+JOBS_DIR = "jobs"
+ENTRYPOINT_MODULE = "rt_training.training.entrypoint"
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The checkpoint a run starts from (the champion): its id, path and the sha256 the registry recorded."""
+
+    checkpoint_id: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """A planned training run: the job config (as written to ``config_path``), its command and environment."""
+
+    config: dict[str, Any]
+    config_path: Path
+    result_path: Path
+    command: list[str]
+    env: dict[str, str]
+    holdout_silver_version: int
+    warm_start: WarmStart | None
+
+    def command_line(self) -> str:
+        return " ".join(self.command)
+
+
+def silver_offset_ranges(
+    silver_uri: str, version: int, cut: dt.datetime, storage_options: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Per Kafka partition, ``[start, end)`` of the offsets of silver rows (at ``version``) ingested up to ``cut``.
+
+    These are the rows a training-set snapshot with that cut could draw from. Offsets inside a range that are
+    not in silver went to dead letters.
+    """
+    from deltalake import DeltaTable
+
+    table = DeltaTable(silver_uri, version=version, storage_options=storage_options)
+    rows = table.to_pyarrow_dataset().to_table(
+        columns=["_topic", "_partition", "_offset"],
+        filter=pc.field("_ingested_at") <= pa.scalar(cut, pa.timestamp("us", tz="UTC")),
+    )
+    if rows.num_rows == 0:
+        return []
+    spans = rows.group_by(["_topic", "_partition"]).aggregate([("_offset", "min"), ("_offset", "max")])
+    return sorted(
+        (
+            {
+                "topic": r["_topic"],
+                "partition": int(r["_partition"]),
+                "start": int(r["_offset_min"]),
+                "end": int(r["_offset_max"]) + 1,
+            }
+            for r in spans.to_pylist()
+        ),
+        key=lambda r: (r["topic"], r["partition"]),
+    )
+
+
+def training_command(
+    config_path: str | Path, nproc_per_node: int = 1, python: str = sys.executable
+) -> list[str]:
+    """``python -m rt_training.training.entrypoint --config ...``, under torchrun for more than one process."""
+    if nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be at least 1, got {nproc_per_node}")
+    tail = ["-m", ENTRYPOINT_MODULE, "--config", str(config_path)]
+    if nproc_per_node == 1:
+        return [python, *tail]
+    # torch.distributed.run is what the torchrun script runs; invoking it through this interpreter keeps the
+    # ranks in the same environment as the orchestrator.
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc_per_node),
+        *tail,
+    ]
+
+
+def plan_training_run(
+    spec: PipelineSpec,
+    lake: LakeLocation,
+    *,
+    training_set: TrainingSetInfo,
+    warm_start: WarmStart | None,
+    run_id: str,
+    drift_report: str | None = None,
+    nproc_per_node: int = 1,
+    device: str = "auto",
+    max_steps: int | None = None,
+    threads: int = 1,
+    log_every: int = 50,
+    asset_key: str | None = None,
+) -> LaunchPlan:
+    """Write the job config of a run on ``training_set`` and return how to launch it.
+
+    The config is validated by the entry point's own schema before it is written, so a bad value fails here,
+    not in a subprocess.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the pipeline has no silver table (there would be nothing to judge the candidate on).
+    """
+    from rt_training.lake.tables import checkpoints_dir, open_table
+    from rt_training.training.entrypoint import JobConfig
+
+    options = dict(lake.storage_options) if lake.storage_options else None
+    silver_uri = lake.uri(spec.name, "silver")
+    silver = open_table(silver_uri, options)
+    if silver is None:
+        raise FileNotFoundError(f"no silver table at {silver_uri}: ingest events before training")
+    output_dir = Path(checkpoints_dir(spec.name, lake.root))
+    jobs = output_dir / JOBS_DIR
+    config_path, result_path = jobs / f"{run_id}.job.json", jobs / f"{run_id}.result.json"
+    config: dict[str, Any] = {
+        "spec": spec.model_dump(mode="json", by_alias=True),
+        "training_set": {"uri": training_set.uri, "version": training_set.version},
+        "holdout": {"uri": silver_uri, "version": silver.version(), "after": training_set.cut.isoformat()},
+        "init_checkpoint": None
+        if warm_start is None
+        else {"path": warm_start.path, "sha256": warm_start.sha256},
+        "output_dir": str(output_dir),
+        "result_path": str(result_path),
+        "device": device,
+        "lineage": {
+            "silver_versions": {"silver": training_set.silver_version},
+            "kafka_offsets": silver_offset_ranges(
+                silver_uri, training_set.silver_version, training_set.cut, options
+            ),
+            "drift_report": drift_report,
+        },
+        "max_steps": max_steps,
+        "log_every": log_every,
+        "threads": threads,
+        "asset_key": asset_key,
+    }
+    JobConfig.model_validate(config)
+    jobs.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config, indent=2))
+    return LaunchPlan(
+        config=config,
+        config_path=config_path,
+        result_path=result_path,
+        command=training_command(config_path, nproc_per_node),
+        env={"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"},
+        holdout_silver_version=silver.version(),
+        warm_start=warm_start,
+    )
+
+
+def champion_exists(registry_uri: str, storage_options: dict[str, str] | None = None) -> bool:
+    """Whether the model registry has ever promoted a checkpoint (a rollback never removes the last champion).
+
+    Reads one column of the registry table, without torch: cheap enough for a sensor tick.
+    """
+    from rt_training.lake.tables import open_table
+
+    table = open_table(registry_uri, storage_options)
+    if table is None:
+        return False
+    events = table.to_pyarrow_table(columns=["event"]).column("event")
+    return bool(pc.any(pc.equal(events, "promoted")).as_py())
