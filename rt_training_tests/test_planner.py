@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from rt_training.stream.planner import (
@@ -16,12 +18,16 @@ from rt_training.stream.planner import (
 T = "events"
 
 
-def state(p: int, end: int, committed: int | None, earliest: int = 0, **per_table: int | None) -> PartitionState:
+def state(
+    p: int, end: int, committed: int | None, earliest: int = 0, **per_table: int | None
+) -> PartitionState:
     tables = per_table or {"bronze": committed, "silver": committed, "dead_letters": committed}
     return PartitionState(T, p, earliest, end, tables)
 
 
-def plan(states, *, planned=None, min_records=100, max_wait_s=10.0, max_per_run=1000, waited=None, max_runs=10):
+def plan(
+    states, *, planned=None, min_records=100, max_wait_s=10.0, max_per_run=1000, waited=None, max_runs=10
+):
     return plan_runs(
         states,
         planned_until=planned or {},
@@ -65,7 +71,7 @@ def test_backlog_becomes_several_runs_each_within_the_limit() -> None:
     for part, end in ((0, 2500), (1, 1000)):
         spans = covered[part]
         assert spans[0][0] == 0 and spans[-1][1] == end
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert len(p.runs) == 4  # 3500 records at 1000 a run
 
 

@@ -174,9 +174,8 @@ class SamplingPolicy(_Strict):
     @field_validator("class_balance")
     @classmethod
     def _shares(cls, v: dict[str, float] | None) -> dict[str, float] | None:
-        if v is not None:
-            if any(s < 0 for s in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
-                raise ValueError("class shares must be non-negative and sum to 1")
+        if v is not None and (any(s < 0 for s in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6):
+            raise ValueError("class shares must be non-negative and sum to 1")
         return v
 
 
