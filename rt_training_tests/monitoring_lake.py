@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
+from rt_training.drift.reports import DRIFT_REPORTS_SCHEMA
 from rt_training.lake.exactly_once import append_exactly_once
 from rt_training.lake.tables import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA, silver_schema, table_uri
 from rt_training.monitoring.run_events import append_run_event
@@ -32,19 +33,6 @@ EVENT_BASE = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 BATCH2_EVENT_AGES_S = (10.0, 20.0, 30.0)
 TS_US = pa.timestamp("us", tz="UTC")
 
-DRIFT_REPORTS_SCHEMA = pa.schema(
-    [
-        ("report_id", pa.string()),
-        ("created_at", TS_US),
-        ("reference_version", pa.int64()),
-        ("current_rows", pa.int64()),
-        ("drift_share", pa.float64()),
-        ("n_drifted", pa.int64()),
-        ("dataset_drift", pa.bool_()),
-        ("columns_json", pa.string()),
-        ("html_path", pa.string()),
-    ]
-)
 
 BATCHES = (
     {"ranges": {0: (0, 5), 1: (0, 3)}, "dead": {(0, 4): "malformed_json"}},
