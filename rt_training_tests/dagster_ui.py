@@ -1,0 +1,144 @@
+"""A real ``dagster dev`` (webserver + daemon) for end-to-end tests, its GraphQL API, and Chromium screenshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class DagsterUI:
+    """Talks to a running webserver."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = json.loads(response.read())
+        if payload.get("errors"):
+            raise AssertionError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def runs(self, job: str) -> list[dict[str, Any]]:
+        """Runs of ``job``, oldest first, with status, times and tags."""
+        data = self.graphql(
+            """query($job: String!) { runsOrError(filter: {pipelineName: $job}, limit: 200) {
+                 ... on Runs { results { runId status creationTime startTime endTime tags { key value } } } } }""",
+            {"job": job},
+        )
+        return sorted(data["runsOrError"]["results"], key=lambda r: r["creationTime"])
+
+    def materializations(self, *path: str) -> list[dict[str, Any]]:
+        """Materializations of an asset, oldest first, with metadata as a plain dict."""
+        data = self.graphql(
+            """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
+                 ... on Asset { assetMaterializations(limit: 200) { runId timestamp metadataEntries {
+                   label
+                   ... on BoolMetadataEntry { boolValue }
+                   ... on TextMetadataEntry { text }
+                   ... on FloatMetadataEntry { floatValue }
+                   ... on IntMetadataEntry { intValue }
+                   ... on PathMetadataEntry { path }
+                 } } } } }""",
+            {"path": list(path)},
+        )
+        asset = data["assetOrError"]
+        out = []
+        for m in asset.get("assetMaterializations") or []:
+            meta = {}
+            for e in m["metadataEntries"]:
+                values = [v for k, v in e.items() if k != "label"]
+                meta[e["label"]] = values[0] if values else None
+            out.append({"runId": m["runId"], "timestamp": float(m["timestamp"]) / 1000, "metadata": meta})
+        return sorted(out, key=lambda m: m["timestamp"])
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dagster dev exited with code {proc.returncode} before answering at {url}")
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"dagster dev did not answer at {url} within {timeout_s:.0f}s")
+
+
+@contextmanager
+def dagster_dev(home: Path, port: int, env: Mapping[str, str], log: Path) -> Iterator[DagsterUI]:
+    """Start ``dagster dev`` in its own process group; stop it with SIGINT (then SIGKILL) at the end."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+    dagster = Path(sys.executable).parent / "dagster"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(dagster), "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url, 180, proc)
+        yield DagsterUI(url)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def screenshot(url: str, path: Path, wait_ms: int = 15000) -> Path:
+    """A headless Chromium screenshot of ``url`` (Debian's ``chromium``)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise FileNotFoundError("chromium is not installed: apt-get install chromium")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = path.parent / f".chromium-{path.stem}"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--window-size=1600,1000",
+            f"--virtual-time-budget={wait_ms}",
+            f"--screenshot={path}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    shutil.rmtree(profile, ignore_errors=True)
+    return path

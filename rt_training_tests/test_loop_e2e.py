@@ -1,0 +1,107 @@
+"""The whole loop under the real Dagster daemon and webserver, observed through the GraphQL API.
+
+A stream with a drift point flows into Kafka; with no manual step the sensors and schedules ingest it, update the
+training set, train and promote a first champion, detect the drift, and launch a retraining. Screenshots of the
+asset graph and of the drift report page are saved under ``rt_training_tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rt_training.ops.kafka_local import free_port
+from rt_training.spec import load_spec
+from rt_training_tests.dagster_ui import DagsterUI, dagster_dev, screenshot
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def loop_spec(topic: str) -> dict:
+    """The demo spec, tuned so one loop fits in a few minutes on two cores."""
+    spec = load_spec().model_dump(mode="json", by_alias=True)
+    spec["source"]["topic"] = topic
+    spec["ingest"].update(min_records=500, max_wait_s=5)
+    spec["sampling"]["capacity"] = 20_000
+    spec["training"].update(epochs=1, batch_size=256, holdout_window_s=60)
+    spec["drift"].update(window_rows=1500, drift_share=0.3, cooldown_s=3600, quality_drop=1.0)
+    return spec
+
+
+def wait_for(what: str, check, timeout_s: float, ui: DagsterUI, every_s: float = 5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check(ui)
+        if result:
+            return result
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def promoted(ui: DagsterUI):
+    return [m for m in ui.materializations("champion_model") if m["metadata"].get("decision") == "promoted"]
+
+
+def drifted(ui: DagsterUI):
+    return [m for m in ui.materializations("drift_report") if m["metadata"].get("dataset_drift") is True]
+
+
+def retraining_runs(ui: DagsterUI):
+    return [
+        r
+        for r in ui.runs("retraining_job")
+        if any(t["key"] == "rt_training/trigger_reason" for t in r["tags"])
+    ]
+
+
+@pytest.mark.slow
+def test_stream_to_champion_to_drift_to_retraining(kafka_broker, tmp_path: Path) -> None:
+    topic = f"loop-{uuid.uuid4().hex[:8]}"
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(loop_spec(topic)))
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+        "RT_TRAINING_SPEC": str(spec_path),
+        "RT_TRAINING_LAKE": str(tmp_path / "lake"),
+    }
+    producer_cmd = [
+        str(Path(sys.executable).parent / "rt-training"), "produce", "--spec", str(spec_path),
+        "--rate", "300", "--duration", "600", "--drift-at", "150", "--drift-strength", "2.5",
+        "--bad-ratio", "0.01", "--seed", "21", "--bootstrap-servers", kafka_broker.bootstrap_servers,
+    ]  # fmt: skip
+    port = free_port()
+    with dagster_dev(tmp_path / "dagster_home", port, env, tmp_path / "dagster.log") as ui:
+        producer = subprocess.Popen(producer_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            first_ingest = wait_for(
+                "a successful ingest run",
+                lambda u: [r for r in u.runs("ingest_job") if r["status"] == "SUCCESS"],
+                180,
+                ui,
+            )[0]
+            training_sets = wait_for("a training set", lambda u: u.materializations("training_set"), 300, ui)
+            champion = wait_for("a first promotion", promoted, 420, ui)[0]
+            drift = wait_for("a drift report with dataset drift", drifted, 420, ui)[0]
+            retraining = wait_for("a retraining run", retraining_runs, 240, ui)[0]
+        finally:
+            producer.terminate()
+            producer.wait(timeout=30)
+        # In that order.
+        assert first_ingest["endTime"] <= training_sets[0]["timestamp"] <= champion["timestamp"]
+        assert champion["timestamp"] <= drift["timestamp"] <= retraining["creationTime"]
+        tags = {t["key"]: t["value"] for t in retraining["tags"]}
+        assert "dataset drift" in tags["rt_training/trigger_reason"]
+        assert tags["rt_training/drift_report"]
+        assert drift["metadata"]["drift_share"] >= loop_spec(topic)["drift"]["drift_share"]
+        # The pages a person looks at (the first-visit newsletter dialog dismissed, as a person would).
+        ui.graphql("mutation { setNuxSeen }")
+        screenshot(f"{ui.url}/asset-groups", ARTIFACTS / "asset_graph.png")
+        screenshot(f"{ui.url}/assets/drift_report", ARTIFACTS / "drift_report.png")
+        for name in ("asset_graph.png", "drift_report.png"):
+            assert (ARTIFACTS / name).stat().st_size > 10_000, name
