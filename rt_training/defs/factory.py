@@ -10,11 +10,17 @@ from typing import Any
 
 import dagster as dg
 
-from rt_training.defs import drift, ingest, maintenance, training
+from rt_training.defs import drift, ingest, maintenance, rebuild, training
 from rt_training.defs.resources import KafkaResource, LakeResource
 from rt_training.spec import PipelineSpec
 
-PARTS = (ingest.definitions, training.definitions, drift.definitions, maintenance.definitions)
+PARTS = (
+    ingest.definitions,
+    training.definitions,
+    drift.definitions,
+    maintenance.definitions,
+    rebuild.definitions,
+)
 
 
 def default_resources() -> dict[str, Any]:
