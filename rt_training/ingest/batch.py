@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -162,15 +163,21 @@ def run_micro_batch(
         return report
 
     now = datetime.now(UTC)
-    phase("read")
-    read = read_ranges(
-        settings,
-        ranges,
-        on_data_loss=spec.ingest.on_data_loss,
-        stall_timeout_s=stall_timeout_s,
-        run_id=run_id,
-        ingested_at=now,
-    )
+    needs_clean = not (done["silver"] and done["dead_letters"])
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup-history") as pool:
+        # The duplicate history leaves this batch's ranges out, so it does not depend on the read: it is scanned
+        # on the other core while the consumer decodes records (Arrow's scan runs outside the GIL).
+        history = pool.submit(seen_ids_outside, spec, lake, ranges, now) if needs_clean else None
+        phase("read")
+        read = read_ranges(
+            settings,
+            ranges,
+            on_data_loss=spec.ingest.on_data_loss,
+            stall_timeout_s=stall_timeout_s,
+            run_id=run_id,
+            ingested_at=now,
+        )
+        seen_ids = history.result() if history is not None else None
     bronze = read.table
     report.records = bronze.num_rows
     report.bronze_bytes = int(bronze.column("value").nbytes)
@@ -179,9 +186,9 @@ def run_micro_batch(
 
     t1 = time.monotonic()
     cleaned = None
-    if not (done["silver"] and done["dead_letters"]):
+    if needs_clean:
         phase("clean")
-        cleaned = clean_batch(bronze, spec, seen_ids=seen_ids_outside(spec, lake, ranges, now), now=now)
+        cleaned = clean_batch(bronze, spec, seen_ids=seen_ids, now=now)
         report.clean = cleaned
     report.clean_s = time.monotonic() - t1
 
