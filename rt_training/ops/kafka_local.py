@@ -373,8 +373,7 @@ def _format_storage(java: str, libs: Path, config: LocalKafkaConfig, properties:
         f"{libs}/*",
         _STORAGE_TOOL_CLASS,
         "format",
-        "--cluster-id",
-        cluster_id,
+        f"--cluster-id={cluster_id}",  # one word: an id may start with "-", which a separate argument cannot
         "--config",
         str(properties),
     ]
