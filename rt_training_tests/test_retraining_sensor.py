@@ -62,19 +62,26 @@ def tick(defs, instance, resources, cursor):
 
 def test_report_row_schema_round_trip(setup) -> None:
     *_, uri = setup
-    append_report(uri, report(0, True))
+    append_report(uri, report(5, True, quality_dropped=False))
     stored = latest_report(uri)
-    assert stored is not None and stored.report_id == "r0" and stored.dataset_drift
+    assert stored is not None and stored.report_id == "r5" and stored.dataset_drift
+    assert stored.summary() == "4/5 columns drifted (share 0.8 >= 0.5)" and stored.quality["recent"] == 0.84
+    # An older report appended later is not the latest: created_at decides, not the write order.
+    append_report(uri, report(0, False))
+    assert latest_report(uri).report_id == "r5"
     assert set(DRIFT_REPORTS_SCHEMA.names) >= {"report_id", "drift_share", "columns_json", "html_path"}
 
 
 def test_launches_on_drift_with_reason_then_cooldown_and_in_flight_hold(setup) -> None:
     _spec, defs, instance, resources, uri = setup
+    assert defs.get_sensor_def("retraining_sensor").job_name == "retraining_job"
     result, cursor = tick(defs, instance, resources, None)
     assert isinstance(result, dg.SkipReason) and "no drift report yet" in result.skip_message
     append_report(uri, report(1, False))
     result, cursor = tick(defs, instance, resources, cursor)
     assert isinstance(result, dg.SkipReason) and "no dataset drift" in result.skip_message
+    result, cursor = tick(defs, instance, resources, cursor)
+    assert isinstance(result, dg.SkipReason) and "r1 already considered" in result.skip_message
     append_report(uri, report(2, True))
     result, cursor = tick(defs, instance, resources, cursor)
     assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
@@ -92,7 +99,15 @@ def test_launches_on_drift_with_reason_then_cooldown_and_in_flight_hold(setup) -
     for record in instance.get_run_records():
         instance.delete_run(record.dagster_run.run_id)
     result, cursor = tick(defs, instance, resources, cursor)
-    assert isinstance(result, dg.SkipReason) and "cooldown" in result.skip_message
+    assert isinstance(result, dg.SkipReason) and "cooldown: last retraining" in result.skip_message
+    # The cooldown over (the last launch an hour and a second ago), the held-back report launches once.
+    state = json.loads(cursor)
+    assert state["last_report"] == "r2"
+    cursor = json.dumps({**state, "last_launch_at": state["last_launch_at"] - 3601})
+    result, cursor = tick(defs, instance, resources, cursor)
+    assert isinstance(result, dg.SensorResult) and result.run_requests[0].run_key == "retrain-r3"
+    result, cursor = tick(defs, instance, resources, cursor)
+    assert isinstance(result, dg.SkipReason) and "r3 already considered" in result.skip_message
 
 
 def test_quality_drop_launches_without_data_drift(setup) -> None:

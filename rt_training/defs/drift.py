@@ -1,24 +1,75 @@
-"""Drift and retraining: the ``drift_report`` asset, the refresh schedule, the retraining sensor, run events.
+"""Drift and retraining: the ``drift_report`` asset, the refresh job and schedule, the retraining sensor.
 
-The retraining sensor reads the newest drift report and quality signal and asks
+``refresh_schedule`` runs ``refresh_job`` every minute: the training set takes in the new silver rows and
+``drift_report`` compares recent silver with the data the champion learned from
+(:mod:`rt_training.drift.reports`). ``retraining_sensor`` reads the newest report and asks
 :func:`rt_training.drift.trigger.decide_retraining`, which holds a launch back during the cooldown and while a
-retraining is in flight; each launch carries why it happened and the report it came from as run tags.
+retraining is in flight; each launch carries why it happened and the report it came from as run tags, and on
+dataset drift it shortens the sampler's recency half-life for that run (``training_set`` run config).
 """
 
 import json
 import os
 import time
-from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
 from rt_training.defs.ingest import IN_FLIGHT, PIPELINE_TAG
 from rt_training.defs.resources import LakeResource
+from rt_training.defs.training import DRIFT_REPORT_TAG, TRIGGER_TAG
 from rt_training.spec import PipelineSpec
 
-TRIGGER_TAG = "rt_training/trigger_reason"
-REPORT_TAG = "rt_training/drift_report"
 REFRESH_CRON_ENV_VAR = "RT_TRAINING_REFRESH_CRON"
+RETRAINING_JOB = "retraining_job"
+MAX_TAG_CHARS = 1000
+
+
+def report_metadata(report: Any) -> dict[str, Any]:
+    """Materialization metadata of a :class:`~rt_training.drift.reports.DriftReport`."""
+    result, reference, quality = report.result, report.reference, report.quality
+    table = "| column | test | score | threshold | drifted |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {c.column} | {c.stattest_display_name} | {c.score:.4g} | {c.threshold:g} | "
+        f"{'**yes**' if c.drifted else 'no'} |"
+        for c in result.columns
+    )
+    metadata: dict[str, Any] = {
+        "status": "compared",
+        "report_id": report.report_id,
+        "dataset_drift": result.dataset_drift,
+        "drift_share": float(result.drift_share),
+        "n_drifted": result.n_drifted,
+        "n_columns": len(result.columns),
+        "drifted_columns": ", ".join(result.drifted_columns) or "none",
+        "summary": result.summary(),
+        "columns": dg.MetadataValue.md(table),
+        "champion_id": reference.champion_id,
+        "reference_version": reference.training_set_version,
+        "reference_silver_version": reference.silver_version,
+        "reference_cut": reference.cut.isoformat(),
+        "reference_rows": result.reference_rows,
+        "current_rows": result.current_rows,
+        "quality_rows": report.quality_rows,
+    }
+    if report.html_path:
+        metadata["evidently_report"] = dg.MetadataValue.path(report.html_path)
+        metadata["evidently_report_url"] = dg.MetadataValue.url(f"file://{report.html_path}")
+    if quality is None:
+        metadata["quality"] = (
+            "not scored: no promotion metric or too few recent rows after the champion's cut"
+        )
+    else:
+        metadata.update(
+            quality=quality.reason(),
+            quality_metric=quality.metric,
+            quality_baseline=quality.baseline,
+            quality_dropped=quality.dropped,
+        )
+        # nan has no metadata type (AUC of a one-class window): leave such values out.
+        for key, value in (("quality_recent", quality.recent), ("quality_drop", quality.worsening)):
+            if value == value:
+                metadata[key] = value
+    return metadata
 
 
 def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
@@ -28,168 +79,104 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         deps=["training_set", "champion_model"],
         kinds={"evidently", "deltalake"},
         description=(
-            "Recent silver rows compared with the champion's training set (Evidently's DataDriftPreset "
-            "semantics), plus the champion's metric on recent labelled rows; the Evidently HTML report is linked."
+            f"The newest {spec.drift.window_rows} silver rows compared with the rows the champion's training set "
+            "was drawn from (Evidently's DataDriftPreset verdicts, the champion's prediction included), and the "
+            "champion's metric on recent rows it never trained on; one drift_reports row and an Evidently HTML "
+            "report per materialization."
         ),
     )
     def drift_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        from rt_training.drift.reports import run_drift_report
+        from rt_training.drift.reports import NothingToCompare, run_drift_report
 
-        outcome = run_drift_report(spec, lake.location())
-        if outcome is None:
-            context.log.info("no champion or no recent silver rows yet: nothing to compare")
-            return dg.MaterializeResult(metadata={"status": "no champion or no recent rows yet"})
-        result = outcome.result
-        table = "| column | test | score | threshold | drifted |\n|---|---|---|---|---|\n" + "\n".join(
-            f"| {c.column} | {c.stattest} | {c.score:.4g} | {c.threshold:g} | {'yes' if c.drifted else 'no'} |"
-            for c in result.columns
-        )
-        metadata: dict = {
-            "report_id": outcome.report_id,
-            "dataset_drift": result.dataset_drift,
-            "drift_share": float(result.drift_share),
-            "n_drifted": result.n_drifted,
-            "summary": result.summary(),
-            "reference_version": outcome.reference_version,
-            "reference_rows": result.reference_rows,
-            "current_rows": result.current_rows,
-            "champion_id": outcome.champion_id,
-            "columns": dg.MetadataValue.md(table),
-        }
-        if outcome.html_path:
-            metadata["evidently_report"] = dg.MetadataValue.path(outcome.html_path)
-            metadata["evidently_report_url"] = dg.MetadataValue.url(f"file://{outcome.html_path}")
-        if outcome.quality is not None:
-            metadata["quality_metric"] = outcome.quality.metric
-            metadata["quality_baseline"] = outcome.quality.baseline
-            metadata["quality_recent"] = outcome.quality.recent
-            metadata["quality_dropped"] = outcome.quality.dropped
-        context.log.info(f"drift report {outcome.report_id}: {result.summary()}")
-        return dg.MaterializeResult(metadata=metadata)
+        try:
+            report = run_drift_report(spec, lake.location())
+        except NothingToCompare as exc:
+            context.log.info(f"no drift report: {exc}")
+            return dg.MaterializeResult(metadata={"status": str(exc)})
+        quality = "" if report.quality is None else f"; {report.quality.reason()}"
+        context.log.info(f"drift report {report.report_id}: {report.result.summary()}{quality}")
+        return dg.MaterializeResult(metadata=report_metadata(report))
 
     return drift_report
+
+
+def retraining_in_flight(context: dg.SensorEvaluationContext, spec: PipelineSpec) -> str | None:
+    """The id of a queued or running ``retraining_job`` run of this pipeline, if there is one."""
+    records = context.instance.get_run_records(
+        dg.RunsFilter(job_name=RETRAINING_JOB, statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}), limit=1
+    )
+    return records[0].dagster_run.run_id if records else None
 
 
 def build_retraining_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
     @dg.sensor(
         name="retraining_sensor",
-        job_name="retraining_job",
+        job_name=RETRAINING_JOB,
         minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            "Launches retraining_job on dataset drift or a quality drop in the newest drift report, with a "
-            f"cooldown of {spec.drift.cooldown_s:g}s and at most one retraining in flight."
+            "Launches retraining_job on dataset drift or a quality drop in the newest drift report, at most once "
+            f"per report, with a cooldown of {spec.drift.cooldown_s:g}s after its last launch and never while a "
+            "retraining is in flight."
         ),
     )
-    def retraining_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
+    def retraining_sensor(
+        context: dg.SensorEvaluationContext, lake: LakeResource
+    ) -> dg.SensorResult | dg.SkipReason:
         from rt_training.drift.quality import QualitySignal
-        from rt_training.drift.reports import latest_report
+        from rt_training.drift.reports import DRIFT_REPORTS_TABLE, latest_report
         from rt_training.drift.trigger import decide_retraining
 
         state = json.loads(context.cursor) if context.cursor else {}
         location = lake.location()
-        report = latest_report(location.uri(spec.name, "drift_reports"), location.storage_options)
+        report = latest_report(location.uri(spec.name, DRIFT_REPORTS_TABLE), location.storage_options)
         if report is None:
-            return dg.SkipReason("no drift report yet")
+            return dg.SkipReason("no drift report yet (no champion, or refresh_job has not run)")
         if report.report_id == state.get("last_report"):
             return dg.SkipReason(f"drift report {report.report_id} already considered")
-        in_flight = bool(
-            context.instance.get_run_records(
-                dg.RunsFilter(job_name="retraining_job", statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}),
-                limit=1,
-            )
-        )
         quality = (
             QualitySignal(**report.quality)
             if report.quality and report.quality.get("worsening") is not None
             else None
         )
+        now = time.time()
         decision = decide_retraining(
-            now=time.time(),
+            now=now,
             last_launch_at=state.get("last_launch_at"),
-            in_flight=in_flight,
+            in_flight=retraining_in_flight(context, spec) is not None,
             policy=spec.drift,
             drift=report,
             quality=quality,
         )
         if not decision.launch:
-            # Held back by cooldown or a run in flight: look at this report again next tick.
-            if not any(r.startswith(("cooldown", "retraining already")) for r in decision.reasons):
+            held = decision.reasons[-1].startswith(("cooldown", "retraining already"))
+            if not held:
+                # Nothing to act on in this report; a held-back one is looked at again on the next tick.
                 state["last_report"] = report.report_id
             context.update_cursor(json.dumps(state))
-            return dg.SkipReason(decision.reason)
-        state.update(last_report=report.report_id, last_launch_at=time.time())
-        run_config = {}
-        if report.dataset_drift and spec.drift.on_drift_recency_half_life_s is not None:
-            run_config = {
-                "ops": {
-                    "training_set": {
-                        "config": {"recency_half_life_s": spec.drift.on_drift_recency_half_life_s}
-                    }
-                }
-            }
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=f"retrain-{report.report_id}",
-                    run_config=run_config,
-                    tags={
-                        TRIGGER_TAG: decision.reason[:1000],
-                        REPORT_TAG: report.report_id,
-                        PIPELINE_TAG: spec.name,
-                    },
-                )
-            ],
-            cursor=json.dumps(state),
+            return dg.SkipReason(f"drift report {report.report_id}: {decision.reason}")
+        state.update(last_report=report.report_id, last_launch_at=now)
+        run_config: dict[str, Any] = {}
+        half_life = spec.drift.on_drift_recency_half_life_s
+        if report.dataset_drift and half_life is not None:
+            run_config = {"ops": {"training_set": {"config": {"recency_half_life_s": half_life}}}}
+        request = dg.RunRequest(
+            run_key=f"retrain-{report.report_id}",
+            run_config=run_config,
+            tags={
+                TRIGGER_TAG: decision.reason[:MAX_TAG_CHARS],
+                DRIFT_REPORT_TAG: report.report_id,
+                PIPELINE_TAG: spec.name,
+            },
         )
+        context.log.info(f"launching {RETRAINING_JOB} for drift report {report.report_id}: {decision.reason}")
+        return dg.SensorResult(run_requests=[request], cursor=json.dumps(state))
 
     return retraining_sensor
 
 
-def build_run_event_sensors(spec: PipelineSpec) -> list[dg.SensorDefinition]:
-    """Record every finished run (success or failure) in ``run_events`` for the Prometheus exporter."""
-
-    def record(context: dg.RunStatusSensorContext, status: str, lake: LakeResource) -> None:
-        from rt_training.monitoring.run_events import append_run_event
-
-        run = context.dagster_run
-        message = None
-        if status == "FAILURE" and context.failure_event is not None:
-            message = (context.failure_event.message or "")[:2000]
-        location = lake.location()
-        append_run_event(
-            location.uri(spec.name, "run_events"),
-            run_id=run.run_id,
-            job_name=run.job_name,
-            status=status,
-            message=message,
-            timestamp=datetime.now(UTC),
-            storage_options=location.storage_options,
-        )
-
-    @dg.run_status_sensor(
-        name="run_success_events_sensor",
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=10,
-        description="Appends successful runs to the run_events table (monitoring).",
-    )
-    def run_success_events_sensor(context: dg.RunStatusSensorContext, lake: LakeResource) -> None:
-        record(context, "SUCCESS", lake)
-
-    @dg.run_failure_sensor(
-        name="run_failure_events_sensor",
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=10,
-        description="Appends failed runs to the run_events table (monitoring: rt_training_run_failures_total).",
-    )
-    def run_failure_events_sensor(context: dg.RunFailureSensorContext, lake: LakeResource) -> None:
-        record(context, "FAILURE", lake)
-
-    return [run_success_events_sensor, run_failure_events_sensor]
-
-
-def definitions(spec: PipelineSpec) -> dg.Definitions:
+def build_refresh(spec: PipelineSpec) -> tuple[Any, dg.ScheduleDefinition]:
+    """``refresh_job`` (the training set, then the drift report) and ``refresh_schedule`` launching it."""
     refresh_job = dg.define_asset_job(
         "refresh_job",
         selection=dg.AssetSelection.assets("training_set", "drift_report"),
@@ -197,25 +184,32 @@ def definitions(spec: PipelineSpec) -> dg.Definitions:
         tags={PIPELINE_TAG: spec.name},
         description="Bring the training set up to date with silver, then compare recent data with the champion's.",
     )
+    cron = os.environ.get(REFRESH_CRON_ENV_VAR, "* * * * *")
 
     @dg.schedule(
         name="refresh_schedule",
         job=refresh_job,
-        cron_schedule=os.environ.get(REFRESH_CRON_ENV_VAR, "* * * * *"),
+        cron_schedule=cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Every minute (RT_TRAINING_REFRESH_CRON): training set update and drift report.",
+        description=f"refresh_job on {cron!r} (${REFRESH_CRON_ENV_VAR}), skipped while the previous one runs.",
     )
-    def refresh_schedule(context: dg.ScheduleEvaluationContext):
+    def refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         busy = context.instance.get_run_records(
-            dg.RunsFilter(job_name="refresh_job", statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}), limit=1
+            dg.RunsFilter(job_name=refresh_job.name, statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}),
+            limit=1,
         )
         if busy:
-            return dg.SkipReason("the previous refresh is still running")
+            return dg.SkipReason(f"refresh run {busy[0].dagster_run.run_id} is still in flight")
         return dg.RunRequest()
 
+    return refresh_job, refresh_schedule
+
+
+def definitions(spec: PipelineSpec) -> dg.Definitions:
+    refresh_job, refresh_schedule = build_refresh(spec)
     return dg.Definitions(
         assets=[build_drift_report_asset(spec)],
         jobs=[refresh_job],
         schedules=[refresh_schedule],
-        sensors=[build_retraining_sensor(spec), *build_run_event_sensors(spec)],
+        sensors=[build_retraining_sensor(spec)],
     )

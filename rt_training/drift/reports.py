@@ -1,13 +1,32 @@
-"""Drift reports of a pipeline: compare recent silver with the champion's training set, store the verdicts.
+"""Drift reports of a pipeline: recent silver against the data the champion learned from, and its quality.
 
-Reference: the training set the champion was trained on, read at the Delta version its lineage records.
-Current: the newest ``drift.window_rows`` silver rows by ingestion time (or the last ``drift.window_s`` seconds).
-Columns: the spec's numeric features and the categorical features with a vocabulary, by their raw schema
-values, plus the label. Hash-bucketed categoricals (user or item ids) are left out: they are high-cardinality
-ids whose frequency tables always differ, so a chi-squared or Jensen-Shannon verdict on them says nothing.
+Reference
+    The silver rows the champion's training set was drawn from: silver at the version its training-set snapshot
+    read, the newest ``drift.window_rows`` rows ingested up to that snapshot's cut. The champion's lineage names
+    the snapshot (``training_set_uri``, ``training_set_version``) and the snapshot's commit names the silver
+    version and the cut, so the reference is exact and can be read again by Delta time travel. Not the
+    snapshot's own rows: the sampler balances classes, weights by recency and by the champion's loss and mixes
+    in replay on purpose, so the sample's marginals differ from the stream's even when nothing drifts. Measured
+    on the demo stream (20% positive labels): against fresh rows of the same stationary stream, a class-balanced
+    sample flags the label and two numeric features as drifted; the silver rows it was drawn from flag none.
+Current
+    The newest ``drift.window_rows`` silver rows by ``_ingested_at``, or every row of the last
+    ``drift.window_s`` seconds when that is set.
+Columns
+    The spec's numeric features and its categorical features with a vocabulary, by their raw schema values; the
+    label (categorical for a binary label, numeric otherwise); and the champion's prediction on each row
+    (:data:`PREDICTION_COLUMN`: the probability for a binary label, the value otherwise). Hash-bucketed
+    categoricals (user or item ids) are left out: they are high-cardinality ids whose frequency tables always
+    differ between two windows, so a chi-squared or Jensen-Shannon verdict on them says nothing.
+Quality
+    The champion's ``training.metric`` on the current rows whose event time is after its training set's cut
+    (rows it never trained on) against the metric recorded when it was promoted, through
+    :func:`rt_training.drift.quality.quality_drop` with ``drift.quality_drop``. With fewer than
+    :data:`MIN_QUALITY_ROWS` such rows there is no quality signal (the metric would be mostly noise).
 
-Each report is one row of the ``drift_reports`` Delta table (read by the Prometheus exporter and the retraining
-sensor), with the Evidently HTML report beside the lake.
+Each report is one row of the ``drift_reports`` Delta table (:data:`DRIFT_REPORTS_SCHEMA`, read by the Prometheus
+exporter and the retraining sensor), with Evidently's HTML report in ``<lake>/<pipeline>/drift_reports_html/``
+when the lake is a local folder. Torch and Evidently are imported inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -20,14 +39,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from rt_training.lake.tables import UTC_US, open_table
+from rt_training.lake.tables import UTC_US, is_object_store, open_table
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy as np
+    from deltalake import DeltaTable
+
     from rt_training.drift.detector import DriftResult
     from rt_training.drift.quality import QualitySignal
     from rt_training.ingest.batch import LakeLocation
     from rt_training.spec import PipelineSpec
+    from rt_training.training.registry import LoadedChampion
+
+DRIFT_REPORTS_TABLE = "drift_reports"
+HTML_FOLDER = "drift_reports_html"
+PREDICTION_COLUMN = "_prediction"
+"""The champion's output on each row of both windows: one more numeric column to compare."""
+MIN_QUALITY_ROWS = 500
+"""Fewest unseen labelled rows to score the champion on (AUC on 500 rows at a 20% base rate: about +-0.02)."""
+INGESTED_AT = "_ingested_at"
 
 DRIFT_REPORTS_SCHEMA = pa.schema(
     [
@@ -45,7 +79,13 @@ DRIFT_REPORTS_SCHEMA = pa.schema(
         ("quality_json", pa.string()),
     ]
 )
-"""One row per drift report; ``columns_json`` lists ``{column, stattest, score, threshold, drifted}``."""
+"""One row per drift report. ``reference_version`` is the champion's training-set version; ``columns_json``
+lists ``{column, stattest, score, threshold, drifted}``; ``quality_json`` is a
+:meth:`~rt_training.drift.quality.QualitySignal.to_dict` or null."""
+
+
+class NothingToCompare(LookupError):
+    """No drift report can be made yet (no champion, no reference rows, no recent rows); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -61,91 +101,321 @@ class StoredReport:
     quality: dict[str, Any] | None
 
     def summary(self) -> str:
+        """The detector's one-line summary, as :meth:`DriftResult.summary` gave it."""
         return self.text
 
 
+@dataclass(frozen=True)
+class Reference:
+    """Where the champion's data came from: its training-set snapshot and the silver rows it was drawn from."""
+
+    champion_id: str
+    training_set_uri: str
+    training_set_version: int
+    silver_version: int
+    cut: datetime
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """One comparison: the detector's verdicts, the quality signal, the windows compared and the table row."""
+
+    report_id: str
+    created_at: datetime
+    reference: Reference
+    result: DriftResult
+    quality: QualitySignal | None
+    quality_rows: int
+    """Current rows after the champion's cut, the ones its quality was scored on."""
+    numeric_columns: list[str]
+    categorical_columns: list[str]
+    reference_rows: pa.Table
+    current_rows: pa.Table
+    row: dict[str, Any]
+    """The ``drift_reports`` row (:data:`DRIFT_REPORTS_SCHEMA`)."""
+
+    @property
+    def html_path(self) -> str:
+        """Where Evidently's report goes (empty when the lake is in an object store)."""
+        return self.row["html_path"]
+
+
 def drift_columns(spec: PipelineSpec) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) columns compared: numeric features, vocabulary categoricals, the label."""
+    """(numeric, categorical) raw columns compared: numeric features, vocabulary categoricals, the label.
+
+    The champion's prediction (:data:`PREDICTION_COLUMN`) is added to the numeric ones when both windows are
+    scored.
+    """
+    if PREDICTION_COLUMN in spec.schema_.fields:
+        raise ValueError(
+            f"schema field {PREDICTION_COLUMN!r} of pipeline {spec.name!r} collides with the drift report's "
+            "prediction column; rename the field"
+        )
     numeric = list(spec.numeric_feature_names)
     categorical = [c.name for c in spec.features.categorical if c.vocabulary is not None]
     (categorical if spec.label.kind == "binary" else numeric).append(spec.label.field)
     return numeric, categorical
 
 
-def current_window(spec: PipelineSpec, lake: LakeLocation, now: datetime) -> pa.Table:
-    """The newest silver rows (by ``_ingested_at``) per the drift policy."""
-    import pyarrow.compute as pc
+def newest_rows(
+    table: DeltaTable,
+    columns: list[str],
+    *,
+    count: int | None = None,
+    upto: datetime | None = None,
+    since: datetime | None = None,
+) -> pa.Table:
+    """Rows of ``table`` (at its loaded version) by ``_ingested_at``: the newest ``count`` up to ``upto``, or all
+    ingested after ``since``; newest first.
 
-    numeric, categorical = drift_columns(spec)
-    dt = open_table(lake.uri(spec.name, "silver"), lake.storage_options)
-    if dt is None:
-        return pa.table({c: [] for c in [*numeric, *categorical]})
-    dataset = dt.to_pyarrow_dataset()
-    columns = [*numeric, *categorical, "_ingested_at"]
-    policy = spec.drift
-    if policy.window_s is not None:
-        since = pa.scalar(now - timedelta(seconds=policy.window_s), UTC_US)
-        return dataset.to_table(columns=columns, filter=pc.field("_ingested_at") >= since)
-    table = dataset.to_table(columns=columns)
-    if table.num_rows <= policy.window_rows:
-        return table
-    order = pc.sort_indices(table, sort_keys=[("_ingested_at", "descending")])
-    return table.take(order[: policy.window_rows])
+    Only files whose ingestion-time statistics can hold such rows are read: the newest files that together hold
+    ``count`` rows fix a lower bound on the answer's ingestion times, and the Delta dataset skips every file
+    below it. A table without statistics is read whole.
+    """
+    where = pc.scalar(True)
+    if upto is not None:
+        where = where & (pc.field(INGESTED_AT) <= pa.scalar(upto, UTC_US))
+    if since is not None:
+        where = where & (pc.field(INGESTED_AT) > pa.scalar(since, UTC_US))
+    if count is not None:
+        bound = _lower_bound(table, count, upto)
+        if bound is not None:
+            where = where & (pc.field(INGESTED_AT) >= pa.scalar(bound, UTC_US))
+    rows = table.to_pyarrow_dataset().to_table(columns=[*columns, INGESTED_AT], filter=where)
+    order = pc.sort_indices(rows, sort_keys=[(INGESTED_AT, "descending")])
+    return rows.take(order if count is None else order[:count])
 
 
-def champion_reference(spec: PipelineSpec, lake: LakeLocation) -> tuple[Any, pa.Table] | None:
-    """(champion registry event, its training set rows) or None when there is no champion yet."""
-    from rt_training.lake.history import read_version
-    from rt_training.training.registry import ModelRegistry
-
-    registry = ModelRegistry(lake.uri(spec.name, "model_registry"), dict(lake.storage_options or {}) or None)
-    champion = registry.champion()
-    if champion is None:
+def _lower_bound(table: DeltaTable, count: int, upto: datetime | None) -> datetime | None:
+    """The oldest ingestion time among the newest files (entirely up to ``upto``) that hold ``count`` rows."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    low, high = f"min.{INGESTED_AT}", f"max.{INGESTED_AT}"
+    if actions.num_rows == 0 or low not in actions.column_names or high not in actions.column_names:
         return None
-    lineage = champion.lineage
-    version = lineage.get("training_set_version")
-    uri = lineage.get("training_set_uri") or lake.uri(spec.name, "training_set")
+    if actions.column(low).null_count or actions.column(high).null_count:
+        return None
+    files = actions.select([low, high, "num_records"]).to_pylist()
+    if upto is not None:
+        # Statistics keep milliseconds: a file whose max is within 1 ms of ``upto`` may straddle it.
+        files = [f for f in files if f[high] + timedelta(milliseconds=1) <= upto]
+    files.sort(key=lambda f: f[high], reverse=True)
+    held = 0
+    for i, f in enumerate(files):
+        held += f["num_records"]
+        if held >= count:
+            return min(g[low] for g in files[: i + 1])
+    return None
+
+
+def champion_reference(spec: PipelineSpec, lake: LakeLocation, champion: LoadedChampion) -> Reference:
+    """The champion's training-set snapshot (from its lineage) and that snapshot's silver version and cut."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
+
+    from rt_training.sampling.training_set import COMMIT_KEY
+
+    entry = champion.entry
+    lineage = entry.lineage
+    uri, version = lineage.get("training_set_uri"), lineage.get("training_set_version")
+    if uri is None or version is None:
+        raise NothingToCompare(
+            f"champion {entry.checkpoint_id} has no training set in its lineage (training_set_uri, "
+            "training_set_version), so there is no reference to compare with; train a champion with "
+            "training_job or retraining_job"
+        )
+    options = dict(lake.storage_options) if lake.storage_options else None
+    version = int(version)
+    try:
+        table = DeltaTable(uri, storage_options=options)
+        # Read from the latest version: deltalake's history of a time-travelled table mislabels versions.
+        commits = table.history(table.version() - version + 1) if version <= table.version() else []
+    except DeltaError as exc:
+        raise NothingToCompare(
+            f"training set {uri} (champion {entry.checkpoint_id}'s) cannot be read: {exc}; retrain to get a "
+            "champion with a readable lineage"
+        ) from exc
+    info = next((c.get(COMMIT_KEY) for c in commits if int(c["version"]) == version), None)
+    if info is None:
+        raise NothingToCompare(
+            f"version {version} of training set {uri} (champion {entry.checkpoint_id}'s) is not in the table's "
+            f"history or its commit carries no {COMMIT_KEY!r} metadata, so the silver rows it was drawn from are "
+            "unknown; retrain to get a champion whose training set is still in the log"
+        )
+    cut = datetime.fromisoformat(info["cut"]).astimezone(UTC)
+    return Reference(entry.checkpoint_id, str(uri), version, int(info["silver_version"]), cut)
+
+
+def report_html_path(spec: PipelineSpec, lake: LakeLocation, report_id: str) -> str:
+    """``<lake>/<pipeline>/drift_reports_html/<report_id>.html``, or ``""`` for an object-store lake."""
+    folder = lake.uri(spec.name, HTML_FOLDER)
+    if is_object_store(folder):
+        return ""
+    return str(Path(folder.removeprefix("file://")) / f"{report_id}.html")
+
+
+def compute_drift_report(
+    spec: PipelineSpec, lake: LakeLocation, champion: LoadedChampion, now: datetime
+) -> DriftReport:
+    """Compare the current silver window with the champion's reference rows and score its quality.
+
+    Reads only; :func:`store_report` writes the HTML and the row.
+
+    Raises
+    ------
+    NothingToCompare
+        The champion's lineage names no readable training set, or either window is empty.
+    """
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
+
+    from rt_training.drift.detector import detect_drift
+    from rt_training.drift.quality import quality_drop
+    from rt_training.training.checkpoints import restore_model
+    from rt_training.training.data import columns_needed, tensors_from_arrow
+    from rt_training.training.loop import evaluate
+
+    reference = champion_reference(spec, lake, champion)
     numeric, categorical = drift_columns(spec)
-    rows = read_version(uri, version, columns=[*numeric, *categorical], storage_options=lake.storage_options)
-    return champion, rows
+    read = list(dict.fromkeys([*numeric, *categorical, *columns_needed(spec), spec.time_field]))
+    options = dict(lake.storage_options) if lake.storage_options else None
+    silver_uri = lake.uri(spec.name, "silver")
+    try:
+        at_training = DeltaTable(silver_uri, version=reference.silver_version, storage_options=options)
+    except DeltaError as exc:
+        raise NothingToCompare(
+            f"silver {silver_uri} version {reference.silver_version} (read by champion "
+            f"{reference.champion_id}'s training set) cannot be loaded: {exc}"
+        ) from exc
+    ref = newest_rows(at_training, read, count=spec.drift.window_rows, upto=reference.cut)
+    if ref.num_rows == 0:
+        raise NothingToCompare(
+            f"silver {silver_uri} version {reference.silver_version} has no rows ingested up to "
+            f"{reference.cut.isoformat()} (champion {reference.champion_id}'s training-set cut)"
+        )
+    latest = open_table(silver_uri, options)
+    if latest is None:
+        raise NothingToCompare(f"no silver table at {silver_uri}")
+    window = spec.drift.window_s
+    if window is None:
+        cur = newest_rows(latest, read, count=spec.drift.window_rows)
+    else:
+        cur = newest_rows(latest, read, since=now - timedelta(seconds=window))
+    if cur.num_rows == 0:
+        span = (
+            ""
+            if window is None
+            else f" ingested in the {window:g}s (drift.window_s) before {now.isoformat()}"
+        )
+        raise NothingToCompare(f"silver {silver_uri} has no rows{span}")
 
+    model = restore_model(champion.checkpoint, spec)
+    ref = ref.append_column(PREDICTION_COLUMN, pa.array(_predictions(model, ref, spec)))
+    cur = cur.append_column(PREDICTION_COLUMN, pa.array(_predictions(model, cur, spec)))
+    numeric = [*numeric, PREDICTION_COLUMN]
+    result = detect_drift(ref, cur, numeric, categorical, spec.drift)
 
-def report_row(
-    report_id: str,
-    now: datetime,
-    reference_version: int,
-    result: DriftResult,
-    html_path: str,
-    champion_id: str,
-    quality: QualitySignal | None,
-) -> dict[str, Any]:
-    columns = [
-        {
-            "column": c.column,
-            "stattest": c.stattest,
-            "score": c.score,
-            "threshold": c.threshold,
-            "drifted": c.drifted,
-        }
-        for c in result.columns
-    ]
-    return {
+    unseen = cur.filter(
+        pc.field(spec.time_field) > pa.scalar(reference.cut, cur.schema.field(spec.time_field).type)
+    )
+    quality = None
+    baseline = champion.entry.metric_value
+    if baseline is not None and unseen.num_rows >= MIN_QUALITY_ROWS:
+        _, recent = evaluate(model, tensors_from_arrow(unseen, spec, where="recent silver rows"), spec)
+        quality = quality_drop(spec.training.metric, baseline, recent, spec.drift.quality_drop)
+
+    report_id = f"{now.astimezone(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    kept = [*numeric, *categorical]
+    row = {
         "report_id": report_id,
         "created_at": now,
-        "reference_version": int(reference_version),
-        "current_rows": int(result.current_rows),
+        "reference_version": reference.training_set_version,
+        "current_rows": cur.num_rows,
         "drift_share": float(result.drift_share),
         "n_drifted": int(result.n_drifted),
         "dataset_drift": bool(result.dataset_drift),
-        "columns_json": json.dumps(columns),
-        "html_path": html_path,
+        "columns_json": json.dumps(
+            [
+                {
+                    "column": c.column,
+                    "stattest": c.stattest,
+                    "score": c.score,
+                    "threshold": c.threshold,
+                    "drifted": c.drifted,
+                }
+                for c in result.columns
+            ]
+        ),
+        "html_path": report_html_path(spec, lake, report_id),
         "summary": result.summary(),
-        "champion_id": champion_id,
-        "quality_json": json.dumps(quality.to_dict()) if quality is not None else None,
+        "champion_id": reference.champion_id,
+        "quality_json": None if quality is None else json.dumps(quality.to_dict()),
     }
+    return DriftReport(
+        report_id=report_id,
+        created_at=now,
+        reference=reference,
+        result=result,
+        quality=quality,
+        quality_rows=unseen.num_rows,
+        numeric_columns=numeric,
+        categorical_columns=categorical,
+        reference_rows=ref.select(kept),
+        current_rows=cur.select(kept),
+        row=row,
+    )
 
 
-def append_report(uri: str, row: dict[str, Any], storage_options=None) -> int:
+def _predictions(model: Any, rows: pa.Table, spec: PipelineSpec) -> np.ndarray:
+    """The model's output per row: a probability for a binary label, the predicted value otherwise."""
+    import torch
+
+    from rt_training.training.data import tensors_from_arrow
+    from rt_training.training.loop import predict
+
+    out = predict(model, tensors_from_arrow(rows, spec, where="drift window"))
+    if spec.label.kind == "binary":
+        out = torch.sigmoid(out)
+    return out.numpy().astype("float64")
+
+
+def store_report(spec: PipelineSpec, lake: LakeLocation, report: DriftReport) -> int:
+    """Write Evidently's HTML report (local lakes), then append the row; return the table's new version.
+
+    The HTML goes first, so a row never names a report file that is not there.
+    """
+    from rt_training.drift.report import evidently_report_html
+
+    if report.html_path:
+        evidently_report_html(
+            report.reference_rows,
+            report.current_rows,
+            report.numeric_columns,
+            report.categorical_columns,
+            report.html_path,
+            spec.drift,
+        )
+    return append_report(lake.uri(spec.name, DRIFT_REPORTS_TABLE), report.row, lake.storage_options)
+
+
+def run_drift_report(spec: PipelineSpec, lake: LakeLocation, now: datetime | None = None) -> DriftReport:
+    """Load the champion, compare, store: one drift check.
+
+    Raises
+    ------
+    NothingToCompare
+        No champion yet, or nothing to compare (see :func:`compute_drift_report`).
+    """
+    from rt_training.training.champion import registry_for
+
+    loaded = registry_for(spec, lake).load_champion()
+    if loaded is None:
+        raise NothingToCompare("no champion yet")
+    report = compute_drift_report(spec, lake, loaded, now or datetime.now(UTC))
+    store_report(spec, lake, report)
+    return report
+
+
+def append_report(uri: str, row: dict[str, Any], storage_options: Mapping[str, str] | None = None) -> int:
     """Append one report row (creating the table); return the table version."""
     from deltalake import write_deltalake
 
@@ -156,18 +426,22 @@ def append_report(uri: str, row: dict[str, Any], storage_options=None) -> int:
     return dt.version()
 
 
-def latest_report(uri: str, storage_options=None) -> StoredReport | None:
-    """The newest report, or None."""
-    import pyarrow.compute as pc
-
+def latest_report(uri: str, storage_options: Mapping[str, str] | None = None) -> StoredReport | None:
+    """The report with the newest ``created_at``, or None; reads only the files that can hold it."""
     dt = open_table(uri, storage_options)
     if dt is None:
         return None
-    table = dt.to_pyarrow_table()
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    where = None
+    if "max.created_at" in actions.column_names and not actions.column("max.created_at").null_count:
+        newest = pc.max(actions.column("max.created_at"))
+        if newest.is_valid:
+            where = pc.field("created_at") >= pa.scalar(newest.as_py(), UTC_US)
+    table = dt.to_pyarrow_dataset().to_table(filter=where)
     if table.num_rows == 0:
         return None
-    row = table.take([pc.index(table.column("created_at"), pc.max(table.column("created_at"))).as_py()])
-    r = row.to_pylist()[0]
+    index = pc.index(table.column("created_at"), pc.max(table.column("created_at"))).as_py()
+    r = table.slice(index, 1).to_pylist()[0]
     return StoredReport(
         report_id=r["report_id"],
         created_at=r["created_at"],
@@ -177,63 +451,3 @@ def latest_report(uri: str, storage_options=None) -> StoredReport | None:
         champion_id=r.get("champion_id"),
         quality=json.loads(r["quality_json"]) if r.get("quality_json") else None,
     )
-
-
-@dataclass
-class DriftOutcome:
-    report_id: str
-    result: DriftResult
-    quality: QualitySignal | None
-    champion_id: str
-    reference_version: int
-    html_path: str
-    table_version: int
-
-
-def run_drift_report(
-    spec: PipelineSpec, lake: LakeLocation, now: datetime | None = None, html: bool = True
-) -> DriftOutcome | None:
-    """Compare recent silver with the champion's training set, score quality, store the report.
-
-    Returns None when there is no champion (nothing to compare with) or no recent silver rows.
-    """
-    from rt_training.drift.detector import detect_drift
-    from rt_training.drift.quality import quality_drop
-    from rt_training.drift.report import evidently_report_html
-    from rt_training.training.champion import score_champion
-
-    now = now or datetime.now(UTC)
-    found = champion_reference(spec, lake)
-    if found is None:
-        return None
-    champion, reference = found
-    current = current_window(spec, lake, now)
-    if current.num_rows == 0 or reference.num_rows == 0:
-        return None
-    numeric, categorical = drift_columns(spec)
-    result = detect_drift(reference, current, numeric, categorical, spec.drift)
-    quality = None
-    baseline = champion.metric_value
-    if baseline is not None:
-        score = score_champion(spec, lake)
-        if score.holdout_rows:
-            quality = quality_drop(spec.training.metric, baseline, score.metric, spec.drift.quality_drop)
-    report_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    html_path = ""
-    if html:
-        folder = Path(lake.uri(spec.name, "drift_reports_html"))
-        html_path = str(
-            evidently_report_html(
-                reference.to_pandas(), current.select([*numeric, *categorical]).to_pandas(), numeric, categorical,
-                folder / f"{report_id}.html", spec.drift,
-            )
-        )  # fmt: skip
-    version = lineage_version(champion.lineage)
-    row = report_row(report_id, now, version, result, html_path, champion.checkpoint_id, quality)
-    table_version = append_report(lake.uri(spec.name, "drift_reports"), row, lake.storage_options)
-    return DriftOutcome(report_id, result, quality, champion.checkpoint_id, version, html_path, table_version)
-
-
-def lineage_version(lineage: dict[str, Any]) -> int:
-    version = lineage.get("training_set_version")
-    return -1 if version is None else int(version)
