@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -678,7 +679,7 @@ def wait_caught_up(
             raise RuntimeError(f"silver still {produced - committed:,} records behind after {timeout_s:.0f}s")
         for p in procs:
             p.watch()
-        time.sleep(1.0)
+        time.sleep(2.0)
 
 
 def run_timeline(instance: Any, run_id: str) -> dict[str, Any]:
@@ -709,6 +710,38 @@ def run_timeline(instance: Any, run_id: str) -> dict[str, Any]:
                 if key in meta:
                     out[key] = meta[key]
     return out
+
+
+def sensor_ticks(instance: Any, since: float) -> dict[str, Any]:
+    """How often ``kafka_offsets_sensor`` ticked after ``since`` (epoch seconds), how long a tick took, and what
+    came of it (its minimum interval is 5 s)."""
+    from dagster._core.definitions.run_request import InstigatorType
+
+    ticks = [
+        tick
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        if state.instigator_name == "kafka_offsets_sensor"
+        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id)
+        if tick.timestamp >= since
+    ]
+    ticks.sort(key=lambda t: t.timestamp)
+    starts = np.array([t.timestamp for t in ticks])
+    durations = np.array([t.end_timestamp - t.timestamp for t in ticks if t.end_timestamp])
+    statuses: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for tick in ticks:
+        statuses[tick.status.value] = statuses.get(tick.status.value, 0) + 1
+        if tick.skip_reason:
+            reason = re.sub(r"\d+(\.\d+)?", "N", tick.skip_reason)
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {
+        "ticks": len(ticks),
+        "by_status": statuses,
+        "skip_reasons": reasons,
+        "runs_requested": sum(len(t.run_ids) for t in ticks),
+        "seconds_between_ticks": percentiles(np.diff(starts)) if len(starts) > 1 else {},
+        "tick_seconds": percentiles(durations),
+    }
 
 
 def analyse(spec: PipelineSpec, lake: LakeLocation, instance: Any, warmup_s: float) -> dict[str, Any]:
@@ -793,6 +826,7 @@ def analyse(spec: PipelineSpec, lake: LakeLocation, instance: Any, warmup_s: flo
         "latency_all_rows_s": percentiles(latency_s),
         "mean_breakdown_s": {k: round(float(np.nanmean(v)), 3) for k, v in breakdown.items()},
         "p95_breakdown_s": {k: round(float(np.nanpercentile(v, 95)), 3) for k, v in breakdown.items()},
+        "sensor": sensor_ticks(instance, event_s.min() + warmup_s),
         "runs": {
             "total": len(all_runs),
             "event_types_of_first_run": sorted(set(runs[0].get("event_types", []))) if runs else [],

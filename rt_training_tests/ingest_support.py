@@ -63,7 +63,10 @@ class Daemon:
             job = self.defs.resolve_job_def("ingest_job")
             for request in result.run_requests:
                 run = self.instance.create_run_for_job(
-                    job, run_config=request.run_config, tags=request.tags, status=dg.DagsterRunStatus.NOT_STARTED
+                    job,
+                    run_config=request.run_config,
+                    tags=request.tags,
+                    status=dg.DagsterRunStatus.NOT_STARTED,
                 )
                 self.queued[request.run_key] = run.run_id
         else:

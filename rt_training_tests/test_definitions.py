@@ -29,7 +29,9 @@ def test_definitions_load_with_the_demo_spec() -> None:
 
 def test_a_second_spec_builds_with_no_code_change(tmp_path: Path) -> None:
     spec = load_spec()
-    other = spec.model_copy(update={"name": "other", "source": spec.source.model_copy(update={"topic": "t2"})})
+    other = spec.model_copy(
+        update={"name": "other", "source": spec.source.model_copy(update={"topic": "t2"})}
+    )
     repo = build_definitions(other).get_repository_def()
     assert dg.AssetKey(["kafka", "t2"]) in repo.asset_graph.get_all_asset_keys()
 
@@ -57,5 +59,7 @@ def test_loading_the_code_location_imports_nothing_heavy() -> None:
         "import sys, rt_training.definitions; "
         "print(','.join(m for m in ('torch', 'evidently', 'deltalake', 'kafka', 'sklearn') if m in sys.modules))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert done.stdout.strip() == ""

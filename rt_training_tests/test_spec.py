@@ -75,7 +75,12 @@ _DELETE = object()
         ("schema.fields.price.type", "decimal", "schema.fields.price.type", "Input should be"),
         ("schema.fields.price.min", 50000.0, "schema.fields.price", "greater than max"),
         ("schema.fields.device.min", 1, "schema.fields.device", "min/max apply to int and float"),
-        ("features.numeric.0.name", "ghost", "<root>", "features.numeric[0].name 'ghost' is not a schema field"),
+        (
+            "features.numeric.0.name",
+            "ghost",
+            "<root>",
+            "features.numeric[0].name 'ghost' is not a schema field",
+        ),
         ("features.numeric.0.std", 0, "features.numeric[0].std", "greater than 0"),
         ("features.categorical.1.hash_buckets", 8, "features.categorical[1]", "exactly one of vocabulary"),
         ("label.field", "missing", "<root>", "label.field 'missing' is not a schema field"),
