@@ -244,6 +244,17 @@ def test_rebuilding_with_the_old_spec_restores_the_first_rebuild(lake, spec) -> 
     assert first.history_ids == second.history_ids == last_batch_a.num_rows
 
 
+def test_metrics_pass_over_rebuild_commits(lake, spec) -> None:
+    """Freshness and event-to-silver latency describe ingestion, which a rebuild is not."""
+    from rt_training.monitoring.snapshot import gather_snapshot
+
+    before = gather_snapshot(spec, lake.location.root)
+    rebuild_day(narrower_price(spec), lake.location, DAY_A)
+    after = gather_snapshot(spec, lake.location.root)
+    assert before.last_commit_time and after.last_commit_time == before.last_commit_time
+    assert before.event_to_silver_latency and after.event_to_silver_latency == before.event_to_silver_latency
+
+
 def test_a_day_without_rows_commits_nothing(lake, spec) -> None:
     versions = [commits(lake.uri(t), limit=1)[0].version for t in ("silver", "dead_letters")]
     report = rebuild_day(spec, lake.location, DAY_A - timedelta(days=5))
@@ -271,6 +282,36 @@ def test_rows_beyond_the_committed_offsets_are_left_to_their_micro_batch(tmp_pat
     ranges = [OffsetRange(TOPIC, p, 200, 400) for p in PARTITIONS]
     append_exactly_once(lake.uri("dead_letters"), batch, ranges, spec.name, schema=DEAD_LETTER_SCHEMA)
     assert_partitioned_exactly(lake)
+
+
+def test_commits_that_land_during_a_rebuild_are_kept(lake, spec, monkeypatch) -> None:
+    """While the day is cleaned, a micro-batch of the same day commits and maintenance compacts both tables:
+    the rebuild's first commits conflict, its retries replace the day's rows below the cutoffs and keep the rest."""
+    from deltalake import DeltaTable
+
+    import rt_training.clean.pipeline as pipeline
+
+    clean = pipeline.clean_batch
+
+    def clean_then_commit_meanwhile(*args, **kwargs):
+        result = clean(*args, **kwargs)
+        lake.land(300, at(DAY_A, 15))
+        for table in ("silver", "dead_letters"):
+            DeltaTable(lake.uri(table)).optimize.compact()
+        return result
+
+    monkeypatch.setattr(pipeline, "clean_batch", clean_then_commit_meanwhile)
+    report = rebuild_day(narrower_price(spec), lake.location, DAY_A)
+    monkeypatch.undo()
+    assert report.attempts == {"silver": 2, "dead_letters": 2}
+    assert report.cutoffs == {f"{TOPIC}[{p}]": 800 for p in PARTITIONS}
+    assert lake.offsets() == {t: dict.fromkeys(PARTITIONS, 900) for t in OFFSET_TABLES}
+    assert_partitioned_exactly(lake)
+    silver = lake.table("silver")
+    late = silver.filter(pc.greater_equal(pc.field("_offset"), 800))
+    assert late.num_rows > 0 and pc.max(late.column("price")).as_py() > PRICE_MAX  # cleaned by its own batch
+    early_a = of_day(silver, DAY_A, "_ingested_at").filter(pc.less(pc.field("_offset"), 800))
+    assert pc.max(early_a.column("price")).as_py() <= PRICE_MAX
 
 
 def test_a_batch_retried_across_midnight_belongs_to_bronzes_day(tmp_path, spec) -> None:

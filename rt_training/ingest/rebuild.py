@@ -13,7 +13,10 @@ Which rows, exactly
 * Only offsets the lake already holds: per partition, below both silver's and dead letters' committed offset
   (read from the handles the rebuild commits through). A micro-batch committing meanwhile appends beyond that
   cutoff, and the predicate leaves its rows alone, so rebuilding today while ingestion runs neither drops nor
-  duplicates them (the rows after the cutoff are rebuilt by the next run of the same day).
+  duplicates them (rows past the cutoff are left as their micro-batch wrote them, until the day is rebuilt
+  again). deltalake judges commit conflicts from file statistics, so such a micro-batch, or a compaction, can
+  make a rebuild's commit conflict; it is retried on a refreshed handle, where the predicate selects the same
+  rows.
 * A micro-batch retried after its bronze commit stamps silver and dead letters with the retry's time, which can
   fall on the next day. Such records belong to the day bronze gives them: the rebuild of that day replaces them
   wherever they are, and the rebuild of the other day leaves them alone.
@@ -29,7 +32,9 @@ first) or twice further apart than the history (they had forgotten the first); r
 a day's history is the rebuilt day before it.
 
 A rebuild that stops between its two commits (silver first) leaves the day's records that changed table in
-neither or in both tables; running it again completes it, as it reads only bronze and the days before.
+neither or in both tables; running it again completes it, as the rows it writes come from bronze alone.
+
+The day's bronze rows are read and cleaned in memory, in one piece.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ from rt_training.lake.tables import OFFSET_TABLES
 from rt_training.spec import PipelineSpec
 from rt_training.stream.client import KafkaSettings
 
+_INGEST_SECTIONS = tuple(f"{name}:" for name in (*OFFSET_TABLES, "committed offsets", "last commits"))
+"""Snapshot errors that concern ingestion (the snapshot also reads drift, registry and run-event tables)."""
+
 
 @dataclass(frozen=True)
 class PartitionStatus:
@@ -55,7 +58,7 @@ class IngestStatus:
     kafka_problem: str | None = None
     """Why Kafka's side is missing: unreachable, or no such topic."""
     errors: list[str] = field(default_factory=list)
-    """Lake tables that could not be read (each names the table)."""
+    """What of the offset tables could not be read (each names the table or the section)."""
 
     @property
     def ok(self) -> bool:
@@ -63,8 +66,8 @@ class IngestStatus:
 
     @property
     def total_lag(self) -> int | None:
-        lags = [p.lag for p in self.partitions]
-        return None if not lags or None in lags else sum(lags)  # type: ignore[arg-type]
+        lags = [p.lag for p in self.partitions if p.lag is not None]
+        return sum(lags) if lags and len(lags) == len(self.partitions) else None
 
 
 def ingest_status(spec: PipelineSpec, lake: LakeLocation, settings: KafkaSettings) -> IngestStatus:
@@ -109,7 +112,7 @@ def ingest_status(spec: PipelineSpec, lake: LakeLocation, settings: KafkaSetting
         bronze_rows=snap.ingested_events,
         dead_letters={r: n for r, n in (snap.dead_letters or {}).items() if n},
         kafka_problem=problem,
-        errors=list(snap.errors),
+        errors=[e for e in snap.errors if e.startswith(_INGEST_SECTIONS)],
     )
 
 

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from rt_training.ingest.rebuild import REBUILD_KEY
 from rt_training.lake.history import DATA_OPERATIONS
 from rt_training.lake.tables import OFFSET_TABLES, open_table, table_uri
 from rt_training.lake.tables import lake_root as resolve_lake_root
@@ -201,12 +202,16 @@ def _add_paths(dt: DeltaTable) -> list[str]:
 
 
 def _last_data_commit(dt: DeltaTable) -> dict[str, Any] | None:
-    """The newest commit whose operation changed data (history pages of 20, newest first)."""
+    """The newest commit whose operation changed data (history pages of 20, newest first).
+
+    A rebuild of past days (``rt_training.rebuild`` in the commit) is not ingestion: it says nothing of freshness
+    or latency, so it is passed over.
+    """
     limit = _HISTORY_PAGE
     while True:
         commits = dt.history(limit)
         for commit in commits:
-            if commit.get("operation") in DATA_OPERATIONS:
+            if commit.get("operation") in DATA_OPERATIONS and REBUILD_KEY not in commit:
                 return commit
         if len(commits) < limit:
             return None
