@@ -83,6 +83,23 @@ def test_exact_ranges_across_three_partitions(kafka_broker: KafkaSettings, topic
     assert result.ranges == tuple(sorted(ranges))
 
 
+def test_ranges_longer_than_a_poll_stop_at_their_ends(kafka_broker: KafkaSettings, topic_factory) -> None:
+    # Polls take at most the nearest range's remaining records (floored at 500), so these ranges are read in
+    # several polls of different sizes while records past each end are already fetched.
+    topic = topic_factory(partitions=3)
+    produce(kafka_broker, topic, 3, 3000)
+    ranges = [
+        OffsetRange(topic, 0, 100, 2600),
+        OffsetRange(topic, 1, 0, 1210),
+        OffsetRange(topic, 2, 2990, 2999),
+    ]
+    result = read_ranges(kafka_broker, ranges)
+    expected = [
+        (r.partition, o, f"{r.partition}:{o}".encode()) for r in ranges for o in range(r.start, r.end)
+    ]
+    assert rows(result.table) == expected
+
+
 def test_single_range_with_bronze_columns(kafka_broker: KafkaSettings, topic_factory) -> None:
     topic = topic_factory(partitions=1)
     produce(kafka_broker, topic, 1, 20)
