@@ -153,6 +153,84 @@ class CpuMeter:
         }
 
 
+class ProcessCpu:
+    """CPU used by each kind of process over a phase, sampled from /proc every second in a thread.
+
+    Kinds are told by command line: Dagster's run workers (processes the code server spawns per run), the code
+    server, the daemon, the producer, the Kafka broker, this benchmark, and every other process on the machine.
+    A process first seen after the phase began counts from zero; a process's CPU after its last sample (under
+    a second) is missed.
+    """
+
+    KINDS = (
+        ("run workers", "spawn_main"),
+        ("code server", "dagster api grpc"),
+        ("daemon", "dagster-daemon"),
+        ("producer", "rt-training produce"),
+    )
+
+    def __init__(self, broker_pid: int | None, every_s: float = 1.0):
+        self._broker_pid = broker_pid
+        self._every_s = every_s
+        self._base: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = 0.0
+
+    def __enter__(self) -> ProcessCpu:
+        self._started = time.monotonic()
+        self._sample(first=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _kind(self, pid: int) -> str:
+        if pid == os.getpid():
+            return "benchmark"
+        if pid == self._broker_pid:
+            return "kafka broker"
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return "other"
+        for kind, marker in self.KINDS:
+            if marker in cmdline:
+                return kind
+        return "other"
+
+    def _sample(self, first: bool = False) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            used = cpu_seconds(pid)
+            if used is None:
+                continue
+            if pid not in self._last:
+                self._base[pid] = used if first else 0.0
+                self._last[pid] = (self._kind(pid), used)
+            else:
+                self._last[pid] = (self._last[pid][0], used)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self._sample()
+
+    def cores(self) -> dict[str, float]:
+        """Kind -> CPU seconds per wall second since the phase began (2.0 = both cores of this machine)."""
+        wall = time.monotonic() - self._started
+        used: dict[str, float] = {}
+        for pid, (kind, last) in self._last.items():
+            used[kind] = used.get(kind, 0.0) + last - self._base[pid]
+        out = {kind: round(seconds / wall, 3) for kind, seconds in sorted(used.items())}
+        out["total"] = round(sum(used.values()) / wall, 3)
+        return out
+
+
 def percentiles(values: np.ndarray) -> dict[str, float | None]:
     if len(values) == 0:
         return {"p50": None, "p95": None, "max": None, "mean": None}
@@ -587,11 +665,15 @@ def latency(
                 say(f"dagster-daemon: kafka_offsets_sensor ticked {ready_s:.1f}s after start")
                 t_phase = time.monotonic()
                 cpu = CpuMeter(broker_pid)
-                with started("producer", producer_cmd, env, work / "producer.log", grace_s=90.0) as producer:
+                with (
+                    ProcessCpu(broker_pid) as by_process,
+                    started("producer", producer_cmd, env, work / "producer.log", grace_s=90.0) as producer,
+                ):
                     follow(
                         settings, spec, lake, topic, instance, [daemon, producer], args.latency_seconds + 120
                     )
                     produced_ok = producer.proc.returncode == 0
+                    cores_by_process = by_process.cores()
                 if not produced_ok:
                     raise RuntimeError(
                         f"the producer failed; see {producer.log}:\n{producer.log.read_text()[-2000:]}"
@@ -607,6 +689,7 @@ def latency(
             sensor_ready_s=round(ready_s, 1),
             catch_up_after_producer_s=round(catch_up_s, 1),
             producer_summary=_last_line(producer.log),
+            cores_by_process_while_producing=cores_by_process,
             **cores,
             **loads,
         )
@@ -706,7 +789,7 @@ def run_timeline(instance: Any, run_id: str) -> dict[str, Any]:
         out.setdefault("event_types", []).append(event.event_type.value)
         if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
             meta = {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
-            for key in ("records_in", "read_s", "clean_s", "duration_s"):
+            for key in ("records_in", "read_s", "clean_s", "duration_s", "waited_for_previous_batch_s"):
                 if key in meta:
                     out[key] = meta[key]
     return out
@@ -854,6 +937,16 @@ def analyse(spec: PipelineSpec, lake: LakeLocation, instance: Any, warmup_s: flo
             ),
             "read_s (in the run)": percentiles(
                 np.array([r["read_s"] for r in steady_runs if "read_s" in r], dtype=float)
+            ),
+            "waited_for_previous_batch_s (in the run)": percentiles(
+                np.array(
+                    [
+                        r["waited_for_previous_batch_s"]
+                        for r in steady_runs
+                        if "waited_for_previous_batch_s" in r
+                    ],
+                    dtype=float,
+                )
             ),
             "clean_s (in the run)": percentiles(
                 np.array([r["clean_s"] for r in steady_runs if "clean_s" in r], dtype=float)

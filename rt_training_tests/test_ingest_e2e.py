@@ -24,14 +24,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from rt_training.ingest.batch import LakeLocation, run_micro_batch
-from rt_training.lake.exactly_once import committed_offsets
+from rt_training.defs.ingest import earlier_batch_in_flight, ranges_of, run_request_for
+from rt_training.ingest.batch import LakeLocation, TurnTimeoutError, run_micro_batch
+from rt_training.lake.exactly_once import OffsetMismatchError, committed_offsets
 from rt_training.lake.history import recorded_data_loss
 from rt_training.spec import PipelineSpec
-from rt_training.stream.client import KafkaSettings
+from rt_training.stream.client import KafkaSettings, make_producer
 from rt_training.stream.offsets import partition_offsets
 from rt_training.stream.planner import OffsetRange, PartitionState, plan_runs
 from rt_training.stream.producer import produce
+from rt_training.stream.reader import read_range
 from rt_training_tests.ingest_support import Daemon, definitions, read_table, resources, spec_for
 
 START_MS = (int(time.time()) - 3600) * 1000  # a simulated clock; recent, or the broker's retention deletes it
@@ -158,6 +160,32 @@ def test_sensor_policy_thresholds_backlog_and_new_partition(kafka_broker, topic,
     }
 
 
+def test_a_micro_batch_waits_only_for_in_flight_runs_of_earlier_offsets(tmp_path) -> None:
+    spec = spec_for("orders")
+    defs = definitions(spec, KafkaSettings(bootstrap_servers="127.0.0.1:9"), tmp_path)
+    job = defs.resolve_job_def("ingest_job")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def create(ranges: list[OffsetRange], status: dg.DagsterRunStatus) -> str:
+        request = run_request_for(spec, ranges, 0)
+        run = instance.create_run_for_job(
+            job, run_config=request.run_config, tags=request.tags, status=status
+        )
+        return run.run_id
+
+    first = [OffsetRange("orders", 0, 0, 100), OffsetRange("orders", 1, 0, 50)]
+    running = create(first, dg.DagsterRunStatus.STARTED)
+    queued = create([OffsetRange("orders", 0, 100, 200)], dg.DagsterRunStatus.NOT_STARTED)
+    create([OffsetRange("orders", 2, 0, 10)], dg.DagsterRunStatus.FAILURE)
+    assert ranges_of(instance.get_run_by_id(running).run_config) == first
+    awaited = earlier_batch_in_flight(instance, spec, queued, [OffsetRange("orders", 0, 100, 200)])
+    assert awaited is not None and running in awaited and "orders[0] up to 100" in awaited
+    assert earlier_batch_in_flight(instance, spec, running, first) is None  # the queued run comes after it
+    assert (
+        earlier_batch_in_flight(instance, spec, "new", [OffsetRange("orders", 2, 10, 20)]) is None
+    )  # failed
+
+
 def test_unreachable_kafka_fails_the_tick_fast_with_the_address(tmp_path) -> None:
     from rt_training.ops.kafka_local import free_port
 
@@ -204,6 +232,92 @@ def test_replayed_and_racing_runs_write_once(kafka_broker, topic, tmp_path) -> N
     replay = run_micro_batch(kafka_broker, spec, lake, ranges, "run-replay")
     assert replay.skipped and replay.records == 0  # not even read from Kafka
     assert_reconciled(kafka_broker, spec, lake)
+
+
+def dead_letter_reasons(table: pa.Table) -> set[tuple[int, int, str]]:
+    return set(zip(*(table.column(c).to_pylist() for c in ("partition", "offset", "reason")), strict=True))
+
+
+def test_overlapping_batches_commit_in_order_and_dedupe_across_them(kafka_broker, topic, tmp_path) -> None:
+    spec = spec_for(topic)
+    produce(kafka_broker, spec, topic, count=3000, seed=5, start_ms=START_MS, bad_ratio=0.05)
+    # The first record of partition 0 sent again: its copy lands in the second batch, its original in the first.
+    first = read_range(kafka_broker, topic, 0, 0, 1).table.column("value")[0].as_py()
+    producer = make_producer(kafka_broker)
+    producer.send(topic, value=first, partition=0)
+    producer.flush()
+    producer.close()
+    ends = {p: hi for p, (_, hi) in kafka_offsets(kafka_broker, topic).items()}
+    batch_a = [OffsetRange(topic, p, 0, hi // 2) for p, hi in ends.items()]
+    batch_b = [OffsetRange(topic, p, hi // 2, hi) for p, hi in ends.items()]
+
+    lake = LakeLocation(str(tmp_path / "overlapped"))
+    a_done, b_read = threading.Event(), threading.Event()
+    awaited: list[str] = []
+    outcome: dict = {}
+
+    def second_batch() -> None:
+        try:
+            outcome["b"] = run_micro_batch(
+                kafka_broker,
+                spec,
+                lake,
+                batch_b,
+                "run-b",
+                on_phase=lambda name: b_read.set() if name == "wait" else None,
+                wait_for_turn=lambda: None if a_done.is_set() else "batch a",
+                on_wait=lambda what, behind: awaited.append(what),
+            )
+        except Exception as exc:  # the test asserts there is none
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=second_batch)
+    thread.start()
+    assert b_read.wait(60), "the second batch did not read and start waiting"
+    report_a = run_micro_batch(kafka_broker, spec, lake, batch_a, "run-a")
+    a_done.set()
+    thread.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    report_b = outcome["b"]
+    assert awaited == ["batch a"] and report_b.waited_s > 0
+    for table in ("bronze", "silver", "dead_letters"):
+        assert report_b.outcomes[table].version > report_a.outcomes[table].version, table
+    tables = assert_reconciled(kafka_broker, spec, lake)
+    copy = (0, ends[0] - 1, "duplicate_id")
+    assert copy in dead_letter_reasons(tables["dead_letters"])
+
+    # The same batches one after another route every record the same way.
+    serial = LakeLocation(str(tmp_path / "serial"))
+    for ranges, run_id in ((batch_a, "serial-a"), (batch_b, "serial-b")):
+        run_micro_batch(kafka_broker, spec, serial, ranges, run_id)
+    assert dead_letter_reasons(read_table(serial, spec, "dead_letters")) == dead_letter_reasons(
+        tables["dead_letters"]
+    )
+    assert sorted(coords(read_table(serial, spec, "silver"), "_")) == sorted(coords(tables["silver"], "_"))
+
+
+def test_a_batch_ahead_of_the_tables_waits_only_for_a_running_batch(kafka_broker, topic, tmp_path) -> None:
+    spec = spec_for(topic)
+    produce(kafka_broker, spec, topic, count=600, seed=6, start_ms=START_MS)
+    lake = LakeLocation(str(tmp_path))
+    run_micro_batch(kafka_broker, spec, lake, [OffsetRange(topic, 0, 0, 100)], "run-first")
+    ahead = [OffsetRange(topic, 0, 150, 200)]
+    # Nothing earlier is running: no wait, and the commit refuses the range that would skip [100, 150).
+    with pytest.raises(OffsetMismatchError, match="would skip"):
+        run_micro_batch(kafka_broker, spec, lake, ahead, "run-ahead", wait_for_turn=lambda: None)
+    # Something earlier runs but never commits: a clear error after the allowed wait.
+    with pytest.raises(TurnTimeoutError, match="run-stuck"):
+        run_micro_batch(
+            kafka_broker,
+            spec,
+            lake,
+            ahead,
+            "run-ahead",
+            wait_for_turn=lambda: "run-stuck",
+            turn_timeout_s=0.5,
+        )
+    assert committed_offsets(lake.uri(spec.name, "bronze"), spec.name, topic, [0]) == {0: 100}
+    assert read_table(lake, spec, "bronze").num_rows == 100
 
 
 PHASES = ["read", "clean", "commit bronze", "committed bronze", "commit silver", "committed silver",

@@ -26,7 +26,8 @@ IN_FLIGHT = [
 ]
 LAKE_TABLES = ("bronze", "silver", "dead_letters")
 MAX_IN_FLIGHT = 2
-"""Steady state: one micro-batch running and one queued. A backlog still becomes several runs in one tick."""
+"""Steady state: two micro-batches in flight, overlapping (``dagster.yaml`` lets two ingest runs of a pipeline run
+at once): one commits while the next launches and reads. A backlog still becomes several runs in one tick."""
 
 
 class OffsetRangeConfig(dg.Config):
@@ -71,6 +72,31 @@ def run_request_for(spec: PipelineSpec, ranges: list[OffsetRange], generation: i
         },
         tags={INGEST_TAG: spec.name, PIPELINE_TAG: spec.name, RANGES_TAG: key[:1000]},
     )
+
+
+def ranges_of(run_config: dict[str, Any]) -> list[OffsetRange]:
+    """The offset ranges in an ingest run's config (as :func:`run_request_for` wrote them)."""
+    op = run_config.get("ops", {}).get("ingest_micro_batch", {})
+    return [OffsetRange(**r) for r in op.get("config", {}).get("ranges", [])]
+
+
+def earlier_batch_in_flight(
+    instance: dg.DagsterInstance, spec: PipelineSpec, run_id: str, ranges: list[OffsetRange]
+) -> str | None:
+    """An in-flight ingest run of this pipeline with a range that ends at or before one of ``ranges`` starts."""
+    starts = {(r.topic, r.partition): r.start for r in ranges}
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name="ingest_job", statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}), limit=50
+    )
+    for record in records:
+        run = record.dagster_run
+        if run.run_id == run_id:
+            continue
+        for r in ranges_of(run.run_config):
+            start = starts.get((r.topic, r.partition))
+            if start is not None and r.end <= start:
+                return f"run {run.run_id} ({r.topic}[{r.partition}] up to {r.end})"
+    return None
 
 
 def build_ingest_sensor(spec: PipelineSpec, job: Any) -> dg.SensorDefinition:
@@ -219,7 +245,20 @@ def build_ingest_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
             )
         location = lake.location()
         context.log.info(f"reading {ranges_key(ranges)} ({sum(r.size for r in ranges)} offsets)")
-        report = run_micro_batch(kafka.settings(), spec, location, ranges, context.run.run_id)
+        run_id = context.run.run_id
+        report = run_micro_batch(
+            kafka.settings(),
+            spec,
+            location,
+            ranges,
+            run_id,
+            wait_for_turn=lambda: earlier_batch_in_flight(context.instance, spec, run_id, ranges),
+            on_wait=lambda awaited, behind: context.log.info(
+                f"read done; waiting for {awaited} to commit first ("
+                + "; ".join(f"{t}: {w}" for t, w in behind.items())
+                + ")"
+            ),
+        )
         if report.skipped:
             context.log.info("every table already holds these ranges: nothing to do (a replayed run)")
         else:

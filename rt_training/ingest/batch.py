@@ -8,12 +8,17 @@ ranges' ends skip, the others commit. When every table already holds the ranges,
 Cleaning is deterministic for a given set of records: duplicates are judged against silver rows *outside* the
 batch's own ranges, so a retry that finds this batch's silver rows committed still routes the same records to
 dead letters as the first attempt did.
+
+Consecutive batches may overlap: a batch whose ranges start beyond where a table stands reads Kafka while the
+batch before it is still committing, then waits for its turn (``wait_for_turn``) before it scans the duplicate
+history, cleans and commits. Commits therefore stay in offset order, and the duplicate history includes the
+previous batch's rows, as when batches run one after another.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,8 +29,6 @@ from rt_training.lake.tables import OFFSET_TABLES, open_table, silver_schema, ta
 from rt_training.stream.planner import OffsetRange, ranges_key
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     import pyarrow as pa
 
     from rt_training.clean.pipeline import CleanResult
@@ -56,6 +59,8 @@ class BatchReport:
     clean: CleanResult | None = None
     gaps: list[dict[str, Any]] = field(default_factory=list)
     read_s: float = 0.0
+    waited_s: float = 0.0
+    """Time spent waiting for the previous batch to commit (batches that overlap)."""
     clean_s: float = 0.0
     commit_s: float = 0.0
     total_s: float = 0.0
@@ -79,6 +84,7 @@ class BatchReport:
         if table == "bronze":
             meta["bytes"] = self.bronze_bytes
             meta["read_s"] = round(self.read_s, 3)
+            meta["waited_for_previous_batch_s"] = round(self.waited_s, 3)
             if self.gaps:
                 meta["data_loss_gaps"] = len(self.gaps)
         elif self.clean is not None:
@@ -87,21 +93,89 @@ class BatchReport:
         return meta
 
 
-def tables_at_end(spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange]) -> dict[str, bool]:
-    """Per offset table: does it already hold every one of ``ranges``?"""
-    out: dict[str, bool] = {}
+def table_offsets(
+    spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange]
+) -> dict[str, dict[tuple[str, int], int | None]]:
+    """Per offset table: (topic, partition) -> the next offset it has committed, for the partitions of ``ranges``."""
+    out: dict[str, dict[tuple[str, int], int | None]] = {}
+    by_topic: dict[str, list[int]] = {}
+    for r in ranges:
+        by_topic.setdefault(r.topic, []).append(r.partition)
     for table in OFFSET_TABLES:
-        by_topic: dict[str, list[int]] = {}
-        for r in ranges:
-            by_topic.setdefault(r.topic, []).append(r.partition)
-        ok = True
+        out[table] = {}
         for topic, parts in by_topic.items():
             done = committed_offsets(
                 lake.uri(spec.name, table), spec.name, topic, parts, lake.storage_options
             )
-            ok &= all(done[r.partition] == r.end for r in ranges if r.topic == topic)
-        out[table] = ok
+            out[table].update({(topic, p): done[p] for p in parts})
     return out
+
+
+def tables_at_end(spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange]) -> dict[str, bool]:
+    """Per offset table: does it already hold every one of ``ranges``?"""
+    return _at_end(table_offsets(spec, lake, ranges), ranges)
+
+
+def tables_behind(spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange]) -> dict[str, str]:
+    """Tables that stand below a range's start (an earlier batch has not committed there yet): table -> where."""
+    return _behind(table_offsets(spec, lake, ranges), ranges)
+
+
+def _at_end(
+    offsets: Mapping[str, Mapping[tuple[str, int], int | None]], ranges: Sequence[OffsetRange]
+) -> dict[str, bool]:
+    return {table: all(at[(r.topic, r.partition)] == r.end for r in ranges) for table, at in offsets.items()}
+
+
+def _behind(
+    offsets: Mapping[str, Mapping[tuple[str, int], int | None]], ranges: Sequence[OffsetRange]
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for table, at in offsets.items():
+        for r in ranges:
+            offset = at[(r.topic, r.partition)]
+            if r.start > 0 and (offset is None or offset < r.start):
+                out[table] = f"{r.topic}[{r.partition}] at {offset}, this batch starts at {r.start}"
+                break
+    return out
+
+
+class TurnTimeoutError(RuntimeError):
+    """The previous batch did not commit within the allowed time."""
+
+
+def await_turn(
+    spec: PipelineSpec,
+    lake: LakeLocation,
+    ranges: Sequence[OffsetRange],
+    wait_for_turn: Callable[[], str | None],
+    *,
+    timeout_s: float,
+    poll_s: float = 0.1,
+    on_wait: Callable[[str, dict[str, str]], None] | None = None,
+) -> float:
+    """Wait while a table stands below the ranges' starts and ``wait_for_turn()`` names an earlier batch still
+    running (it returns None when there is none: nothing will move the table, so waiting stops and the commit
+    refuses the range). Returns the seconds waited; raises :class:`TurnTimeoutError` after ``timeout_s``."""
+    t0 = time.monotonic()
+    announced = False
+    while True:
+        behind = tables_behind(spec, lake, ranges)
+        if not behind:
+            return time.monotonic() - t0
+        awaited = wait_for_turn()
+        if awaited is None:
+            return time.monotonic() - t0
+        if not announced and on_wait is not None:
+            on_wait(awaited, behind)
+            announced = True
+        if time.monotonic() - t0 > timeout_s:
+            where = "; ".join(f"{t}: {w}" for t, w in behind.items())
+            raise TurnTimeoutError(
+                f"waited {timeout_s:.0f}s for {awaited} to commit the offsets before this batch ({where}); it is "
+                "still running. Cancel it (the sensor then plans both ranges again) or raise the wait."
+            )
+        time.sleep(poll_s)
 
 
 def seen_ids_outside(
@@ -139,6 +213,9 @@ def run_micro_batch(
     *,
     stall_timeout_s: float = 30.0,
     on_phase: Callable[[str], None] | None = None,
+    wait_for_turn: Callable[[], str | None] | None = None,
+    turn_timeout_s: float = 600.0,
+    on_wait: Callable[[str, dict[str, str]], None] | None = None,
 ) -> BatchReport:
     """Land the records of ``ranges`` in the pipeline's bronze, silver and dead-letter tables, exactly once.
 
@@ -147,6 +224,11 @@ def run_micro_batch(
     range's start nor at its end (another writer moved it: the sensor re-plans from the tables).
     ``on_phase`` is called with ``read``, ``clean``, ``commit <table>``, ``committed <table>`` and ``done`` as the
     batch gets there (progress logs; the fault-injection test kills the process at these points).
+
+    ``wait_for_turn`` lets this batch overlap the one before it: when a table stands below the ranges' starts,
+    the batch reads Kafka, then waits (see :func:`await_turn`) for as long as ``wait_for_turn()`` names an earlier
+    batch that is still running, at most ``turn_timeout_s``; ``on_wait`` is told what it waits for, once.
+    Without it, such a table makes the commit raise ``OffsetMismatchError`` at once.
     """
     from rt_training.clean.pipeline import clean_batch
     from rt_training.stream.reader import read_ranges
@@ -155,7 +237,8 @@ def run_micro_batch(
     t0 = time.monotonic()
     ranges = sorted(ranges)
     report = BatchReport(ranges=list(ranges), run_id=run_id)
-    done = tables_at_end(spec, lake, ranges)
+    offsets = table_offsets(spec, lake, ranges)
+    done = _at_end(offsets, ranges)
     if all(done.values()):
         for table in OFFSET_TABLES:
             report.outcomes[table] = CommitOutcome(lake.uri(spec.name, table), False, 0, -1, tuple(ranges), 0)
@@ -164,10 +247,14 @@ def run_micro_batch(
 
     now = datetime.now(UTC)
     needs_clean = not (done["silver"] and done["dead_letters"])
+    # Behind: the previous batch has not committed yet, so its rows are not in the duplicate history either.
+    behind = wait_for_turn is not None and bool(_behind(offsets, ranges))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup-history") as pool:
         # The duplicate history leaves this batch's ranges out, so it does not depend on the read: it is scanned
         # on the other core while the consumer decodes records (Arrow's scan runs outside the GIL).
-        history = pool.submit(seen_ids_outside, spec, lake, ranges, now) if needs_clean else None
+        history = (
+            pool.submit(seen_ids_outside, spec, lake, ranges, now) if needs_clean and not behind else None
+        )
         phase("read")
         read = read_ranges(
             settings,
@@ -183,6 +270,15 @@ def run_micro_batch(
     report.bronze_bytes = int(bronze.column("value").nbytes)
     report.gaps = [g.to_dict() for g in read.gaps]
     report.read_s = read.seconds
+
+    if behind and wait_for_turn is not None:
+        phase("wait")
+        report.waited_s = await_turn(
+            spec, lake, ranges, wait_for_turn, timeout_s=turn_timeout_s, on_wait=on_wait
+        )
+        done = tables_at_end(spec, lake, ranges)
+        needs_clean = not (done["silver"] and done["dead_letters"])
+        seen_ids = seen_ids_outside(spec, lake, ranges, now) if needs_clean else None
 
     t1 = time.monotonic()
     cleaned = None
