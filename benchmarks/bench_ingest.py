@@ -7,10 +7,18 @@
 
 Throughput. A 3-partition topic gets a backlog of the demo spec's synthetic events (``produce``). The same records
 are then read by a bare kafka-python consumer (assign + seek, ``read_committed``, the reader's consumer options,
-counting records until every position reaches its end offset) before and after the pipeline run, and the faster of
+counting records until every position reaches its end offset) before and after the pipeline runs, and the faster of
 the two is the baseline. The pipeline is ``run_micro_batch`` over the whole backlog in the runs
 ``rt_training.stream.planner.plan_runs`` plans from Kafka's and the tables' offsets, as the sensor does, into
-bronze, silver and dead letters in a temporary lake. ``ratio`` = pipeline events/s / raw events/s.
+bronze, silver and dead letters in a temporary lake, measured two ways:
+
+- ``pipeline`` (the headline ``ratio``): as the daemon runs it, two micro-batches at a time, each in a worker
+  process forked from this one (as ``ForkserverRunLauncher`` forks runs), the later one reading Kafka while the
+  earlier one commits;
+- ``pipeline_one_process`` (``ratio_one_process``): one batch after another in this process.
+
+``ratio`` = pipeline events/s / raw events/s. Dagster's own cost per run (the sensor tick, launching) is left out
+here; the latency test below includes it.
 
 Latency. ``dagster-daemon run -w workspace.yaml`` runs with a temporary ``DAGSTER_HOME`` (a copy of the repository's
 ``dagster.yaml``), a copy of the demo spec reading a fresh topic, and a temporary lake; its
@@ -22,7 +30,8 @@ overlap, and each row carries its ``_partition`` and ``_offset``); the rows so a
 checked against the commit's own ``num_added_rows``. Rows whose event time lies in the first ``--warmup-seconds``
 of the stream are left out. Each latency is split into: waiting for the sensor to request a run, waiting in the
 run queue, launching the run process, and the run's work until the silver commit (timestamps of the run's
-Dagster events).
+Dagster events). The CPU each kind of process used while the producer ran (run workers, code server, daemon,
+producer, broker) is sampled from /proc.
 
 Everything started here (the broker, the daemon and its processes, the producer) is stopped at the end, errors
 included. Result: ``benchmarks/results/ingest.json``.
@@ -33,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -44,6 +54,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,14 +167,15 @@ class CpuMeter:
 class ProcessCpu:
     """CPU used by each kind of process over a phase, sampled from /proc every second in a thread.
 
-    Kinds are told by command line: Dagster's run workers (processes the code server spawns per run), the code
-    server, the daemon, the producer, the Kafka broker, this benchmark, and every other process on the machine.
+    Kinds are told by command line: Dagster's run workers (one process per run, and the warm process they are
+    forked from under ``ForkserverRunLauncher``), the code server, the daemon, the producer, the Kafka broker, this benchmark, and every other process on the machine.
     A process first seen after the phase began counts from zero; a process's CPU after its last sample (under
     a second) is missed.
     """
 
     KINDS = (
-        ("run workers", "spawn_main"),
+        ("run workers", "spawn_main"),  # Dagster's default launcher: spawned by the code server
+        ("run workers", "rt_training.ops.run_zygote"),  # ForkserverRunLauncher: forked from the warm process
         ("code server", "dagster api grpc"),
         ("daemon", "dagster-daemon"),
         ("producer", "rt-training produce"),
@@ -331,10 +343,40 @@ def plan_from_tables(
     return plan.runs
 
 
+def _batch_row(
+    report: Any, ranges: list[OffsetRange], stamps: dict[str, float], t0: float, wall: float
+) -> dict:
+    return {
+        "records": report.records,
+        "offsets": sum(r.size for r in ranges),
+        "seconds": round(wall, 3),
+        "offset_check_s": round(stamps["read"] - t0, 3),
+        "read_s": round(report.read_s, 3),
+        "waited_s": round(report.waited_s, 3),
+        "clean_s": round(report.clean_s, 3),
+        **{
+            f"commit_{table}_s": round(stamps[f"committed {table}"] - stamps[f"commit {table}"], 3)
+            for table in OFFSET_TABLES
+        },
+        "silver_rows": report.clean.silver_rows if report.clean else 0,
+        "dead_letter_rows": report.clean.dead_letter_rows if report.clean else 0,
+    }
+
+
+def _say_batch(n: int, row: dict[str, Any], extra: str = "") -> None:
+    say(
+        f"batch {n}: {row['records']:,} records in {row['seconds']:.2f}s (read {row['read_s']:.2f}s, "
+        f"waited {row['waited_s']:.2f}s, clean {row['clean_s']:.2f}s{extra}, commits "
+        + ", ".join(f"{t} {row[f'commit_{t}_s']:.2f}s" for t in OFFSET_TABLES)
+        + ")"
+    )
+
+
 def ingest_backlog(
     settings: KafkaSettings, spec: PipelineSpec, lake: LakeLocation, topic: str
 ) -> tuple[float, list[dict[str, Any]]]:
-    """Run micro-batches until the tables hold the whole topic; returns the pipeline's seconds and per-batch rows.
+    """Run micro-batches one after another in this process until the tables hold the whole topic; returns the
+    pipeline's seconds and per-batch rows.
 
     Before each batch the duplicate-history scan (:func:`seen_ids_outside`) is also timed on its own, outside the
     timed pipeline: inside ``run_micro_batch`` it runs in a thread next to the Kafka read, so its cost is otherwise
@@ -352,40 +394,71 @@ def ingest_backlog(
             t_probe = time.monotonic()
             seen_ids_outside(spec, lake, ranges, datetime.now(UTC))
             dedup_query_s = time.monotonic() - t_probe
-            stamps: dict[str, float] = {}
-            t0 = time.monotonic()
-            report = run_micro_batch(
-                settings,
-                spec,
-                lake,
-                ranges,
-                f"bench-{len(batches):03d}",
-                on_phase=lambda name, stamps=stamps: stamps.__setitem__(name, time.monotonic()),
-            )
-            wall = time.monotonic() - t0
-            pipeline_s += wall
-            row = {
-                "records": report.records,
-                "offsets": sum(r.size for r in ranges),
-                "seconds": round(wall, 3),
-                "offset_check_s": round(stamps["read"] - t0, 3),
-                "read_s": round(report.read_s, 3),
-                "dedup_query_s": round(dedup_query_s, 3),
-                "clean_s": round(report.clean_s, 3),
-                **{
-                    f"commit_{table}_s": round(stamps[f"committed {table}"] - stamps[f"commit {table}"], 3)
-                    for table in OFFSET_TABLES
-                },
-                "silver_rows": report.clean.silver_rows if report.clean else 0,
-                "dead_letter_rows": report.clean.dead_letter_rows if report.clean else 0,
-            }
+            row = _timed_batch(settings, spec, lake, ranges, f"bench-{len(batches):03d}")
+            pipeline_s += row["seconds"]
+            row["dedup_query_s"] = round(dedup_query_s, 3)
             batches.append(row)
-            say(
-                f"batch {len(batches)}: {row['records']:,} records in {wall:.2f}s (read {row['read_s']:.2f}s, "
-                f"clean {row['clean_s']:.2f}s, duplicate-history scan alone {dedup_query_s:.2f}s, commits "
-                + ", ".join(f"{t} {row[f'commit_{t}_s']:.2f}s" for t in OFFSET_TABLES)
-                + ")"
-            )
+            _say_batch(len(batches), row, f", duplicate-history scan alone {dedup_query_s:.2f}s")
+
+
+def _timed_batch(
+    settings: KafkaSettings,
+    spec: PipelineSpec,
+    lake: LakeLocation,
+    ranges: list[OffsetRange],
+    run_id: str,
+    **options: Any,
+) -> dict[str, Any]:
+    """``run_micro_batch`` with the time of each phase (``options`` go to it as they are)."""
+    stamps: dict[str, float] = {}
+    t0 = time.monotonic()
+    report = run_micro_batch(
+        settings,
+        spec,
+        lake,
+        ranges,
+        run_id,
+        on_phase=lambda name: stamps.__setitem__(name, time.monotonic()),
+        **options,
+    )
+    return _batch_row(report, ranges, stamps, t0, time.monotonic() - t0)
+
+
+def _overlapped_batch(
+    settings: KafkaSettings, spec: PipelineSpec, lake: LakeLocation, ranges: list[OffsetRange], run_id: str
+) -> dict[str, Any]:
+    """One micro-batch in a worker process, waiting for the batch before it as an ingest run does."""
+    return _timed_batch(
+        settings,
+        spec,
+        lake,
+        ranges,
+        run_id,
+        wait_for_turn=lambda: "the previous micro-batch",
+        turn_timeout_s=300.0,
+    )
+
+
+def ingest_backlog_overlapped(
+    settings: KafkaSettings, spec: PipelineSpec, lake: LakeLocation, topic: str
+) -> tuple[float, list[dict[str, Any]]]:
+    """The backlog as the daemon runs it: the sensor's runs, two at a time, each in a process of its own forked
+    from this warm one (as ``ForkserverRunLauncher`` forks runs), the later one reading Kafka while the earlier
+    one commits (``dagster.yaml`` lets two ingest runs of a pipeline run at once)."""
+    batches: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork")) as pool:
+        while True:
+            runs = plan_from_tables(settings, spec, lake, topic)
+            if not runs:
+                return time.monotonic() - t0, batches
+            futures = [
+                pool.submit(_overlapped_batch, settings, spec, lake, ranges, f"bench-{len(batches) + i:03d}")
+                for i, ranges in enumerate(runs)
+            ]
+            for future in futures:
+                batches.append(future.result())
+                _say_batch(len(batches), batches[-1])
 
 
 def table_rows(lake: LakeLocation, spec: PipelineSpec) -> dict[str, int]:
@@ -432,8 +505,10 @@ def throughput(
         raws = []
         for attempt in ("before", "after"):
             if attempt == "after":
-                pipeline = _timed_pipeline(settings, spec, topic, broker_pid, load)
-                result["pipeline"] = pipeline
+                result["pipeline"] = _timed_pipeline(settings, spec, topic, broker_pid, load, overlapped=True)
+                result["pipeline_one_process"] = _timed_pipeline(
+                    settings, spec, topic, broker_pid, load, overlapped=False
+                )
             say(f"raw consume ({attempt} the pipeline)")
             t_phase = time.monotonic()
             cpu = CpuMeter(broker_pid)
@@ -452,14 +527,21 @@ def throughput(
 
 
 def _timed_pipeline(
-    settings: KafkaSettings, spec: PipelineSpec, topic: str, broker_pid: int | None, load: LoadSampler
+    settings: KafkaSettings,
+    spec: PipelineSpec,
+    topic: str,
+    broker_pid: int | None,
+    load: LoadSampler,
+    overlapped: bool,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-lake-", ignore_cleanup_errors=True) as lake_dir:
         lake = LakeLocation(lake_dir)
-        say(f"pipeline: micro-batches of at most {spec.ingest.max_records_per_run:,} records into {lake_dir}")
+        how = "two overlapping worker processes" if overlapped else "one process, one batch after another"
+        say(f"pipeline ({how}): micro-batches of at most {spec.ingest.max_records_per_run:,} records")
         t_phase = time.monotonic()
         cpu = CpuMeter(broker_pid)
-        seconds, batches = ingest_backlog(settings, spec, lake, topic)
+        runner = ingest_backlog_overlapped if overlapped else ingest_backlog
+        seconds, batches = runner(settings, spec, lake, topic)
         cores = cpu.cores()
         loads = load.summary(t_phase)
         rows = table_rows(lake, spec)
@@ -476,13 +558,16 @@ def _timed_pipeline(
         for key in (
             "offset_check_s",
             "read_s",
+            "waited_s",
             "dedup_query_s",
             "clean_s",
             *(f"commit_{t}_s" for t in OFFSET_TABLES),
         )
+        if all(key in b for b in batches)
     }
     say(f"pipeline: {records:,} records in {seconds:.2f}s, {records / seconds:,.0f}/s; {totals}")
     return {
+        "how": how,
         "records": records,
         "seconds": round(seconds, 3),
         "events_per_s": round(records / seconds),
@@ -490,6 +575,12 @@ def _timed_pipeline(
         "batch_records": [b["records"] for b in batches],
         "phase_seconds": totals,
         "phase_share": {k: round(v / seconds, 3) for k, v in totals.items()},
+        "note": (
+            "phase seconds are summed over batches; with overlapping batches they add up to more than the wall "
+            "time, and waited_s is a batch's wait for the previous batch's commits"
+        )
+        if overlapped
+        else "",
         "table_rows": rows,
         "per_batch": batches,
         **cores,
@@ -1003,6 +1094,7 @@ def main() -> None:
                 pipeline_events_per_s=tp["pipeline"]["events_per_s"],
                 raw_consume_events_per_s=raw["events_per_s"],
                 ratio=round(tp["pipeline"]["events_per_s"] / raw["events_per_s"], 3),
+                ratio_one_process=round(tp["pipeline_one_process"]["events_per_s"] / raw["events_per_s"], 3),
                 target_ratio=0.7,
             )
             say(

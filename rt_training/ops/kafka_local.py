@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rt_training.ops.processes import process_alive, process_args
 from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaSettings, KafkaUnreachableError, make_admin
 
 KAFKA_HOME_ENV_VAR = "KAFKA_HOME"
@@ -466,25 +467,14 @@ def _terminate(pid: int, properties: Path, timeout_s: float) -> None:
 def _is_our_broker(pid: int, properties: Path) -> bool:
     """True while ``pid`` is a live (not zombie) Kafka process started with ``properties``.
 
-    Checking the command line guards against signalling an unrelated process that reused the pid.
+    Checking the command line guards against signalling an unrelated process that reused the pid (where there is
+    no /proc to read it from, a live pid is taken as ours).
     """
+    if not process_alive(pid):
+        return False
     if not Path("/proc/self").is_dir():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
         return True
-    proc = Path("/proc") / str(pid)
-    try:
-        stat = (proc / "stat").read_text()
-        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
-        return False
-    args = [a.decode("utf-8", "replace") for a in cmdline]
+    args = process_args(pid)
     return _MAIN_CLASS in args and str(properties) in args
 
 
