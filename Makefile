@@ -6,9 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 BENCHES := $(wildcard benchmarks/bench_*.py)
+BENCH_TARGETS := $(patsubst benchmarks/bench_%.py,bench-%,$(BENCHES))
 
-.PHONY: help install demo test test-fast lint format validate bench bench-kafka bench-ingest bench-train \
-        bench-sampling bench-drift bench-clean kafka-start kafka-stop clean
+# A plain pattern rule never applies to a phony target, so the bench-<name> targets are a static pattern rule.
+.PHONY: help install demo test test-fast lint format validate bench $(BENCH_TARGETS) kafka-start kafka-stop clean
 
 help:
 	@echo "make demo     - start Kafka, the synthetic producer and the Dagster UI on http://127.0.0.1:3000"
@@ -48,7 +49,7 @@ validate: $(STAMP)
 bench: $(STAMP)
 	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
 
-bench-%: $(STAMP)
+$(BENCH_TARGETS): bench-%: $(STAMP)
 	$(BIN)/python benchmarks/bench_$*.py
 
 kafka-start: $(STAMP)
