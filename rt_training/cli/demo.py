@@ -24,6 +24,10 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _stop(proc: subprocess.Popen, name: str, sig: int = signal.SIGINT, timeout: float = 30.0) -> None:
     """Signal the process group we started for ``proc`` and wait; escalate to SIGKILL after ``timeout``."""
     if proc.poll() is not None:
@@ -57,6 +61,11 @@ def demo(
 ) -> None:
     """Run Kafka, the producer and Dagster (UI on 127.0.0.1:PORT, sensors on) until Ctrl-C."""
     from rt_training.ops import kafka_local
+
+    # Ctrl-C and `kill` both stop everything started here. A shell that starts this in the background makes it
+    # ignore SIGINT, and the processes it starts would inherit that; restore the default for them and for us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
     from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaUnreachableError
 
     root = _repo_root()

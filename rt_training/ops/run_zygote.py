@@ -60,14 +60,17 @@ def main(modules: list[str]) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # finished runs are reaped by the kernel, never zombies
     out = sys.stdout
     print("ready", file=out, flush=True)
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            print(_fork_run(line), file=out, flush=True)
-        except OSError as exc:
-            print(f"error {exc}", file=out, flush=True)
+    try:
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                print(_fork_run(line), file=out, flush=True)
+            except OSError as exc:
+                print(f"error {exc}", file=out, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C in the daemon's terminal reaches its whole process group
+        return
 
 
 if __name__ == "__main__":
