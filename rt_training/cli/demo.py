@@ -25,7 +25,7 @@ def _repo_root() -> Path:
 
 
 def _interrupted(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _stop(proc: subprocess.Popen, name: str, sig: int = signal.SIGINT, timeout: float = 30.0) -> None:
@@ -119,8 +119,8 @@ def demo(
         for name, p in procs:
             if p.poll() is not None:
                 click.echo(f"demo: {name} exited with code {p.returncode}; stopping the rest", err=True)
-    except KeyboardInterrupt:
-        click.echo("\ndemo: Ctrl-C received")
+    except KeyboardInterrupt as exc:
+        click.echo(f"\ndemo: {exc.args[0] if exc.args else 'Ctrl-C'} received")
     except KafkaUnreachableError as exc:
         click.echo(f"demo: {exc}", err=True)
     finally:
