@@ -77,6 +77,7 @@ from rt_training.ops.kafka_local import (
     start_broker,
     stop_broker,
 )
+from rt_training.ops.processes import process_args
 from rt_training.spec import PipelineSpec, load_spec
 from rt_training.stream.admin import delete_topic
 from rt_training.stream.client import KafkaSettings, make_consumer
@@ -205,10 +206,7 @@ class ProcessCpu:
             return "benchmark"
         if pid == self._broker_pid:
             return "kafka broker"
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            return "other"
+        cmdline = " ".join(process_args(pid))
         for kind, marker in self.KINDS:
             if marker in cmdline:
                 return kind
@@ -981,6 +979,10 @@ def analyse(spec: PipelineSpec, lake: LakeLocation, instance: Any, warmup_s: flo
     def run_stat(a: str, b: str) -> dict[str, float | None]:
         return percentiles(np.array([r[b] - r[a] for r in steady_runs if a in r and b in r]))
 
+    def meta_stat(key: str) -> dict[str, float | None]:
+        """Percentiles of a number the runs' materializations carry."""
+        return percentiles(np.array([r[key] for r in steady_runs if key in r], dtype=float))
+
     all_runs = instance.get_run_records(RunsFilter(job_name="ingest_job"))
     statuses: dict[str, int] = {}
     for rec in all_runs:
@@ -1023,25 +1025,10 @@ def analyse(spec: PipelineSpec, lake: LakeLocation, instance: Any, warmup_s: flo
             "launch_s (starting to run start)": run_stat("starting", "started"),
             "run_start_to_step_start_s": run_stat("started", "step_start"),
             "step_s": run_stat("step_start", "step_end"),
-            "ingest_batch_s (run_micro_batch)": percentiles(
-                np.array([r["duration_s"] for r in steady_runs if "duration_s" in r], dtype=float)
-            ),
-            "read_s (in the run)": percentiles(
-                np.array([r["read_s"] for r in steady_runs if "read_s" in r], dtype=float)
-            ),
-            "waited_for_previous_batch_s (in the run)": percentiles(
-                np.array(
-                    [
-                        r["waited_for_previous_batch_s"]
-                        for r in steady_runs
-                        if "waited_for_previous_batch_s" in r
-                    ],
-                    dtype=float,
-                )
-            ),
-            "clean_s (in the run)": percentiles(
-                np.array([r["clean_s"] for r in steady_runs if "clean_s" in r], dtype=float)
-            ),
+            "ingest_batch_s (run_micro_batch)": meta_stat("duration_s"),
+            "read_s (in the run)": meta_stat("read_s"),
+            "waited_for_previous_batch_s (in the run)": meta_stat("waited_for_previous_batch_s"),
+            "clean_s (in the run)": meta_stat("clean_s"),
             "step_end_to_run_end_s": run_stat("step_end", "ended"),
             "created_to_end_s": run_stat("enqueued", "ended"),
         },

@@ -61,12 +61,12 @@ def demo(
 ) -> None:
     """Run Kafka, the producer and Dagster (UI on 127.0.0.1:PORT, sensors on) until Ctrl-C."""
     from rt_training.ops import kafka_local
+    from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaUnreachableError
 
     # Ctrl-C and `kill` both stop everything started here. A shell that starts this in the background makes it
     # ignore SIGINT, and the processes it starts would inherit that; restore the default for them and for us.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupted)
-    from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaUnreachableError
 
     root = _repo_root()
     dagster_home = Path(home or root / ".dagster_home").resolve()

@@ -15,6 +15,7 @@ from rt_training.defs.resources import KafkaResource, LakeResource
 from rt_training.spec import PipelineSpec
 from rt_training.stream.planner import OffsetRange, PartitionState, plan_runs, ranges_key
 
+INGEST_JOB = "ingest_job"
 INGEST_TAG = "rt_training/ingest"
 PIPELINE_TAG = "rt_training/pipeline"
 RANGES_TAG = "rt_training/ranges"
@@ -86,7 +87,7 @@ def earlier_batch_in_flight(
     """An in-flight ingest run of this pipeline with a range that ends at or before one of ``ranges`` starts."""
     starts = {(r.topic, r.partition): r.start for r in ranges}
     records = instance.get_run_records(
-        dg.RunsFilter(job_name="ingest_job", statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}), limit=50
+        dg.RunsFilter(job_name=INGEST_JOB, statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}), limit=50
     )
     for record in records:
         run = record.dagster_run
@@ -293,7 +294,7 @@ def build_ingest_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
 
 def build_ingest_job(spec: PipelineSpec) -> Any:
     return dg.define_asset_job(
-        "ingest_job",
+        INGEST_JOB,
         selection=dg.AssetSelection.assets("bronze_events", "silver_events", "dead_letters"),
         executor_def=dg.in_process_executor,
         description=f"One micro-batch of topic {spec.source.topic} into bronze, silver and dead letters.",

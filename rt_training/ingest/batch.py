@@ -111,16 +111,6 @@ def table_offsets(
     return out
 
 
-def tables_at_end(spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange]) -> dict[str, bool]:
-    """Per offset table: does it already hold every one of ``ranges``?"""
-    return _at_end(table_offsets(spec, lake, ranges), ranges)
-
-
-def tables_behind(spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange]) -> dict[str, str]:
-    """Tables that stand below a range's start (an earlier batch has not committed there yet): table -> where."""
-    return _behind(table_offsets(spec, lake, ranges), ranges)
-
-
 def _at_end(
     offsets: Mapping[str, Mapping[tuple[str, int], int | None]], ranges: Sequence[OffsetRange]
 ) -> dict[str, bool]:
@@ -153,19 +143,21 @@ def await_turn(
     timeout_s: float,
     poll_s: float = 0.1,
     on_wait: Callable[[str, dict[str, str]], None] | None = None,
-) -> float:
+) -> tuple[float, dict[str, dict[tuple[str, int], int | None]]]:
     """Wait while a table stands below the ranges' starts and ``wait_for_turn()`` names an earlier batch still
     running (it returns None when there is none: nothing will move the table, so waiting stops and the commit
-    refuses the range). Returns the seconds waited; raises :class:`TurnTimeoutError` after ``timeout_s``."""
+    refuses the range). Returns the seconds waited and the tables' offsets (:func:`table_offsets`) as last read;
+    raises :class:`TurnTimeoutError` after ``timeout_s``."""
     t0 = time.monotonic()
     announced = False
     while True:
-        behind = tables_behind(spec, lake, ranges)
+        offsets = table_offsets(spec, lake, ranges)
+        behind = _behind(offsets, ranges)
         if not behind:
-            return time.monotonic() - t0
+            return time.monotonic() - t0, offsets
         awaited = wait_for_turn()
         if awaited is None:
-            return time.monotonic() - t0
+            return time.monotonic() - t0, offsets
         if not announced and on_wait is not None:
             on_wait(awaited, behind)
             announced = True
@@ -273,10 +265,10 @@ def run_micro_batch(
 
     if behind and wait_for_turn is not None:
         phase("wait")
-        report.waited_s = await_turn(
+        report.waited_s, offsets = await_turn(
             spec, lake, ranges, wait_for_turn, timeout_s=turn_timeout_s, on_wait=on_wait
         )
-        done = tables_at_end(spec, lake, ranges)
+        done = _at_end(offsets, ranges)
         needs_clean = not (done["silver"] and done["dead_letters"])
         seen_ids = seen_ids_outside(spec, lake, ranges, now) if needs_clean else None
 

@@ -2,8 +2,9 @@
 
 Started as ``python -m rt_training.ops.run_zygote MODULE...``: it imports the given modules, prints ``ready``, then
 reads one serialized ``ExecuteRunArgs`` per line on stdin. For each it forks a child that executes the run as
-``dagster api execute_run`` would, and prints the child's pid. Its finished children are reaped by the kernel; it exits when stdin closes
-(the launcher's process ended); runs still executing carry on. A line it cannot start a run for gets ``error ...``.
+``dagster api execute_run`` would, and prints the child's pid; a line it cannot start a run for gets ``error ...``.
+Its finished children are reaped by the kernel. It exits when stdin closes (the launcher's process ended); runs
+still executing carry on.
 
 The process is single-threaded (forking is safe) and imports no user code: each run loads the code location
 itself, so edited code takes effect from the next run.
