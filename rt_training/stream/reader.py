@@ -120,6 +120,8 @@ class ReadResult:
     end_offsets: dict[tuple[str, int], int]
     """(topic, partition) -> the partition's last stable offset when the read started."""
     seconds: float
+    decoded_past_end: int = 0
+    """Records the client decoded beyond the ranges' ends and this read dropped (work wasted per read)."""
 
     @property
     def records(self) -> int:
@@ -137,16 +139,20 @@ class _Partition:
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
 
-    def add(self, records: list[Any]) -> None:
+    def add(self, records: list[Any]) -> int:
+        """Keep the records before the range's end; returns how many were dropped past it."""
         end = self.range.end
+        dropped = 0
         if records[-1].offset >= end:
-            records = records[: bisect_left(records, end, key=lambda r: r.offset)]
+            kept = bisect_left(records, end, key=lambda r: r.offset)
+            dropped, records = len(records) - kept, records[:kept]
             if not records:
-                return
+                return dropped
         self.offsets.extend([r.offset for r in records])
         self.timestamps.extend([r.timestamp for r in records])
         self.keys.extend([r.key for r in records])
         self.values.extend([r.value for r in records])
+        return dropped
 
     def table(self) -> pa.Table:
         n = len(self.offsets)
@@ -217,7 +223,7 @@ def read_ranges(
         with translate_timeouts(settings):
             bounds = _bounds(consumer, checked, settings)
             parts, gaps = _plan(checked, bounds, on_data_loss)
-            _consume(consumer, parts, settings, on_data_loss, gaps, stall_timeout_s)
+            past_end = _consume(consumer, parts, settings, on_data_loss, gaps, stall_timeout_s)
     finally:
         consumer.close(autocommit=False)
     table = pa.concat_tables([parts[(r.topic, r.partition)].table() for r in checked])
@@ -234,6 +240,7 @@ def read_ranges(
         earliest={tp: b.earliest for tp, b in bounds.items()},
         end_offsets={tp: b.end for tp, b in bounds.items()},
         seconds=time.monotonic() - started,
+        decoded_past_end=past_end,
     )
 
 
@@ -297,15 +304,19 @@ def _consume(
     on_data_loss: OnDataLoss,
     gaps: list[DataGap],
     stall_timeout_s: float,
-) -> None:
-    """Poll until every partition's position reaches its end (positions are checked after each poll)."""
+) -> int:
+    """Poll until every partition's position reaches its end (positions are checked after each poll).
+
+    Returns the number of records polled beyond the ranges' ends (decoded, then dropped).
+    """
     from kafka import TopicPartition
     from kafka.errors import OffsetOutOfRangeError
 
     tps = {TopicPartition(*key): part for key, part in parts.items()}
     active = {tp for tp, part in tps.items() if part.position < part.range.end}
     if not active:
-        return
+        return 0
+    past_end = 0
     consumer.assign(sorted(active))
     for tp in active:
         consumer.seek(tp, tps[tp].position)
@@ -325,7 +336,9 @@ def _consume(
             continue
         for tp, records in batches.items():
             if tp in active and records:
-                tps[tp].add(records)
+                past_end += tps[tp].add(records)
+            else:
+                past_end += len(records)
         progressed = False
         for tp in sorted(active):
             position = consumer.position(tp, timeout_ms=position_timeout_ms)
@@ -356,6 +369,7 @@ def _consume(
                 settings.bootstrap_servers,
                 reachable,
             )
+    return past_end
 
 
 def _recover_out_of_range(
