@@ -73,6 +73,7 @@ def test_runs_fork_from_the_warm_process_and_succeed(instance, tmp_path) -> None
         seen = json.loads(out.read_text())
         assert run.tags[PID_TAG] == str(seen["pid"]) and seen["pid"] != os.getpid()
         assert seen["deltalake_already_imported"]  # preloaded by the warm process, not by this job
+        assert seen["delta_rows"] == 1  # a forked run writes and reads Delta tables
         assert any("forked from the warm process" in m for m in engine_messages(instance, run_id))
         # The process exits shortly after it reports success; then the health check finds it gone.
         deadline = time.monotonic() + 30

@@ -7,7 +7,8 @@ Its finished children are reaped by the kernel. It exits when stdin closes (the 
 still executing carry on.
 
 The process is single-threaded (forking is safe) and imports no user code: each run loads the code location
-itself, so edited code takes effect from the next run.
+itself, so edited code takes effect from the next run. It only imports: deltalake starts its tokio runtime at first
+use, and a child forked after that panics on its first Delta call, so nothing here may touch a table.
 """
 
 from __future__ import annotations
