@@ -79,11 +79,14 @@ def main() -> None:
             except ValueError:
                 pass
 
-    json_parser = JsonParser(list(spec.schema_.fields))
+    # Without the field types the parser gives no loose-row hint, so every column holding a bad record's value
+    # is classified value by value: the cost the hint saves.
+    untyped_parser = JsonParser(list(spec.schema_.fields))
     stages = {
         "json_loads_baseline": decode_json_loads,
-        "parse_only": lambda: json_parser.parse(bronze.column("value").combine_chunks()),
+        "parse_only": lambda: untyped_parser.parse(bronze.column("value").combine_chunks()),
         "clean_batch": lambda: clean_batch(bronze, spec),
+        "clean_batch_untyped_parser": lambda: clean_batch(bronze, spec, parser=untyped_parser),
     }
     # Round-robin, so every stage meets the same background load on this shared machine.
     times: dict[str, list[float]] = {name: [] for name in stages}
@@ -95,6 +98,8 @@ def main() -> None:
 
     result = clean_batch(bronze, spec)
     assert result.rows_in == result.silver_rows + result.dead_letter_rows == n
+    untyped = clean_batch(bronze, spec, parser=untyped_parser)
+    assert untyped.silver.equals(result.silver) and untyped.dead_letters.equals(result.dead_letters)
     best = {name: min(t) for name, t in times.items()}
     payload = {
         "events": n,
@@ -105,6 +110,7 @@ def main() -> None:
         "events_per_s": {name: round(n / b) for name, b in best.items()},
         "events_per_s_median": {name: round(n / statistics.median(t)) for name, t in times.items()},
         "ratio_clean_vs_json_loads": round(best["json_loads_baseline"] / best["clean_batch"], 3),
+        "speedup_of_loose_row_hint": round(best["clean_batch_untyped_parser"] / best["clean_batch"], 3),
         "silver_rows": result.silver_rows,
         "dead_letter_rows": result.dead_letter_rows,
         "reason_counts": result.reason_counts,

@@ -111,6 +111,29 @@ def test_json_parser_columns_ignore_unknown_keys_and_treat_null_as_absent() -> N
     assert parsed.errors == {2: (Reason.NOT_AN_OBJECT, "expected a JSON object, got array")}
 
 
+def test_typed_json_parser_marks_records_with_values_of_other_kinds_as_loose() -> None:
+    types = {"s": "string", "i": "int", "f": "float", "b": "bool", "t": "timestamp"}
+    values = pa.array(
+        [
+            b'{"s": "a", "i": 1, "f": 2, "b": true, "t": "2026-01-01T00:00:00Z"}',  # every kind it may hold
+            b'{"s": "a", "i": 1, "f": 2.5, "b": false, "t": 1000.5}',
+            b'{"s": null, "t": 1000}',
+            b'{"i": 3.0}',  # an integral float: valid, but not an int to the typed decode
+            b'{"s": 5}',
+            b'{"b": 1}',
+            b'{"f": NaN}',
+            b"not json",
+        ],
+        pa.binary(),
+    )
+    typed = JsonParser(list(types), types).parse(values)
+    untyped = JsonParser(list(types)).parse(values)
+    assert typed.loose.tolist() == [False, False, False, True, True, True, True, True]
+    assert untyped.loose is None
+    assert typed.columns == untyped.columns and typed.errors == untyped.errors
+    assert typed.columns["f"][0] == 2 and isinstance(typed.columns["f"][0], int)  # kept as JSON gave it
+
+
 def test_json_parser_fallback_keeps_nan_records_as_columns() -> None:
     parsed = JsonParser(["x", "y"]).parse(pa.array([b'{"x": NaN, "y": "a"}', b'{"x": 1e999}'], pa.binary()))
     assert parsed.errors == {}

@@ -234,6 +234,20 @@ def test_generated_bad_records_get_the_reason_of_their_kind(spec) -> None:
     assert result.silver_rows == n - len(expected)
 
 
+@pytest.mark.parametrize("spec", [DEMO, SENSORS], ids=["clickstream", "sensors"])
+def test_the_parsers_loose_row_hint_changes_nothing_in_the_output(spec) -> None:
+    from rt_training.clean import JsonParser
+    from rt_training.stream.synthetic import EventGenerator
+
+    batch = EventGenerator(spec, seed=5, bad_ratio=0.05).generate(4000)
+    table = bronze(batch.values, topic=spec.source.topic)
+    hinted = clean_batch(table, spec)  # the default parser knows the field types
+    unhinted = clean_batch(table, spec, parser=JsonParser(list(spec.schema_.fields)))
+    assert hinted.silver.equals(unhinted.silver)
+    assert hinted.dead_letters.equals(unhinted.dead_letters)
+    assert hinted.reason_counts == unhinted.reason_counts and hinted.reason_counts["wrong_type"] > 0
+
+
 def test_oversized_rows_are_never_parsed_even_in_a_sliced_batch_with_nulls() -> None:
     limit = DEMO.schema_.max_record_bytes
     big = event(event_id="big")[:-1] + b" " * limit + b"}"

@@ -109,7 +109,8 @@ def clean_batch(
         ],
     )
 
-    parser = parser or JsonParser(list(spec.schema_.fields))
+    fields = spec.schema_.fields
+    parser = parser or JsonParser(list(fields), {name: f.type for name, f in fields.items()})
     parsed = parser.parse(without_rows(values, too_big))
     _check_parsed(parsed, spec, n, parser)
     for reason in Reason:
@@ -118,7 +119,7 @@ def clean_batch(
             mask = np.zeros(n, dtype=bool)
             mask[list(failed)] = True
             verdicts.reject(mask, reason, lambda rows, failed=failed: [failed[int(r)] for r in rows])
-    columns = validate_fields(parsed.columns, spec.schema_, verdicts)
+    columns = validate_fields(parsed.columns, spec.schema_, verdicts, parsed.loose)
     features, failures = build_features(columns, spec)
     for failure in failures:
         verdicts.reject(failure.mask, Reason.OUT_OF_RANGE, failure.describe)

@@ -75,13 +75,18 @@ class FieldResult:
 
 
 def validate_fields(
-    columns: dict[str, list[Any]], schema: SchemaSpec, verdicts: Verdicts
+    columns: dict[str, list[Any]],
+    schema: SchemaSpec,
+    verdicts: Verdicts,
+    loose: np.ndarray | None = None,
 ) -> dict[str, pa.Array]:
     """Check every field, record rejections in ``verdicts`` by precedence, return the typed columns.
 
     The returned columns have one entry per record; entries of rejected rows are meaningless (often null).
+    ``loose`` is the parser's hint of the rows whose types it did not check (see
+    :class:`rt_training.clean.parse.ParsedBatch`); it changes how fast, never what, validation finds.
     """
-    results = {name: _check_field(name, spec, columns[name]) for name, spec in schema.fields.items()}
+    results = {name: _check_field(name, spec, columns[name], loose) for name, spec in schema.fields.items()}
     by_reason: dict[Reason, list[Check]] = {}
     for result in results.values():
         for check in result.checks:
@@ -92,8 +97,8 @@ def validate_fields(
     return {name: result.array for name, result in results.items()}
 
 
-def _check_field(name: str, spec: FieldSpec, values: list[Any]) -> FieldResult:
-    raw = RawColumn(values, exact_ints=spec.type in ("int", "timestamp"))
+def _check_field(name: str, spec: FieldSpec, values: list[Any], loose: np.ndarray | None) -> FieldResult:
+    raw = RawColumn(values, exact_ints=spec.type in ("int", "timestamp"), loose=loose)
     result = _CHECKERS[spec.type](name, spec, raw)
     nulls = raw.kind == NULL
     if not nulls.any():

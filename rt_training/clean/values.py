@@ -6,6 +6,11 @@ have one kind, is converted by Arrow in C++ (``pa.array`` infers the type). A co
 holding a bad record) is split by the values' Python types (one C-level pass), and Arrow converts the values of
 each kind with the others masked out: still no per-value Python code, except for integers beyond int64, which
 only a malformed producer sends.
+
+A parser that checked most records against the schema's types names the others (``loose`` rows). Then a bad
+record does not send its whole column down the split: Arrow converts the column with the loose rows set aside,
+and only the loose values are split by kind. The hint only saves time: the other rows are still classified by
+Arrow's own inference, so a wrong hint gives the same kinds, found the slower way.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,22 +68,42 @@ class RawColumn:
     exact_ints
         Keep integers exact when the column mixes integers and floats (Arrow would infer float64 and round
         integers above 2**53); int and timestamp fields need this.
+    loose
+        Optional, a bool per value: the rows most likely to hold a value of an unexpected kind (see the module's
+        docstring).
     """
 
-    def __init__(self, values: list[Any], *, exact_ints: bool = False):
+    def __init__(self, values: list[Any], *, exact_ints: bool = False, loose: np.ndarray | None = None):
         self.values = values
         self._n = len(values)
-        self._arrow = self._infer(values, exact_ints)
+        self._loose: RawColumn | None = None
+        loose_rows = np.flatnonzero(loose) if loose is not None else np.empty(0, dtype=np.int64)
+        if 0 < len(loose_rows) < self._n:
+            self._arrow = self._infer(_with_nulls(values, loose_rows), exact_ints)
+            if self._arrow is not None:
+                self._loose_rows = loose_rows
+                self._loose = RawColumn([values[r] for r in loose_rows.tolist()], exact_ints=exact_ints)
+        else:
+            self._arrow = self._infer(values, exact_ints)
         if self._arrow is not None:
             kind = _KIND_OF_ARROW[self._arrow.type]
             nulls = self._arrow.is_null().to_numpy(zero_copy_only=False)
             self.kind = np.where(nulls, NULL, kind).astype(np.int8)
+            if self._loose is not None:
+                self.kind[self._loose_rows] = self._loose.kind
         else:
             # One pass in C: type() of each value, then its kind through the dict's __getitem__.
             self.kind = np.fromiter(
                 map(_KIND_OF_TYPE.__getitem__, map(type, values)), dtype=np.int8, count=self._n
             )
             self._integers = self._split_integers()
+
+    @property
+    def split_count(self) -> int:
+        """How many values were split by kind one by one: the loose ones, or all when Arrow could not convert."""
+        if self._arrow is None:
+            return self._n
+        return 0 if self._loose is None else len(self._loose_rows)
 
     @staticmethod
     def _infer(values: list[Any], exact_ints: bool) -> pa.Array | None:
@@ -110,12 +136,22 @@ class RawColumn:
         wanted[list(kinds)] = True
         return wanted[self.kind]
 
+    def _patched(self, out: np.ndarray, loose_values: Callable[[RawColumn], np.ndarray]) -> np.ndarray:
+        """``out`` (typed values of the Arrow-converted rows) with the loose rows' values written in."""
+        if self._loose is None:
+            return out
+        out = out if out.flags.writeable else out.copy()
+        out[self._loose_rows] = loose_values(self._loose)
+        return out
+
     def number(self) -> np.ndarray:
         """float64 of every numeric value (integers included; BIGINT may be +-inf), NaN elsewhere."""
         if self._arrow is not None:
             if self._arrow.type in (pa.int64(), pa.float64()):
-                return pc.cast(self._arrow, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-            return np.full(self._n, np.nan)
+                out = pc.cast(self._arrow, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+            else:
+                out = np.full(self._n, np.nan)
+            return self._patched(out, RawColumn.number)
         out = self._typed(pa.float64(), FLOAT).to_numpy(zero_copy_only=False, writable=True)
         ints = self.kind == INT
         out[ints] = self._integers[ints]
@@ -131,20 +167,37 @@ class RawColumn:
         """int64 of the INT values, 0 elsewhere."""
         if self._arrow is not None:
             if self._arrow.type == pa.int64():
-                return self._arrow.fill_null(0).to_numpy(zero_copy_only=False)
-            return np.zeros(self._n, dtype=np.int64)
+                out = self._arrow.fill_null(0).to_numpy(zero_copy_only=False)
+            else:
+                out = np.zeros(self._n, dtype=np.int64)
+            return self._patched(out, RawColumn.integer)
         return self._integers
 
     def strings(self) -> pa.StringArray:
         """The STRING values, null elsewhere."""
         if self._arrow is not None:
-            return self._arrow if self._arrow.type == pa.string() else pa.nulls(self._n, pa.string())
+            out = self._arrow if self._arrow.type == pa.string() else pa.nulls(self._n, pa.string())
+            if self._loose is None:
+                return out
+            at_loose = np.zeros(self._n, dtype=bool)
+            at_loose[self._loose_rows] = True
+            return pc.replace_with_mask(out, pa.array(at_loose), self._loose.strings())
         return self._typed(pa.string(), STRING)
 
     def boolean(self) -> np.ndarray:
         """The BOOL values, False elsewhere."""
         if self._arrow is not None:
             if self._arrow.type == pa.bool_():
-                return self._arrow.fill_null(False).to_numpy(zero_copy_only=False)
-            return np.zeros(self._n, dtype=bool)
+                out = self._arrow.fill_null(False).to_numpy(zero_copy_only=False)
+            else:
+                out = np.zeros(self._n, dtype=bool)
+            return self._patched(out, RawColumn.boolean)
         return self._typed(pa.bool_(), BOOL).fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _with_nulls(values: list[Any], rows: np.ndarray) -> list[Any]:
+    """A copy of ``values`` with ``None`` at ``rows``."""
+    out = list(values)
+    for row in rows.tolist():
+        out[row] = None
+    return out
