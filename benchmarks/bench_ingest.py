@@ -13,8 +13,8 @@ the two is the baseline. The pipeline is ``run_micro_batch`` over the whole back
 bronze, silver and dead letters in a temporary lake, measured two ways:
 
 - ``pipeline`` (the headline ``ratio``): as the daemon runs it, two micro-batches at a time, each in a worker
-  process forked from this one (as ``ForkserverRunLauncher`` forks runs), the later one reading Kafka while the
-  earlier one commits;
+  process forked from this one (as ``ForkserverRunLauncher`` forks runs), the later one reading and cleaning while
+  the earlier one commits; run twice, the faster counts (as for the raw consume);
 - ``pipeline_one_process`` (``ratio_one_process``): one batch after another in this process.
 
 ``ratio`` = pipeline events/s / raw events/s. Dagster's own cost per run (the sensor tick, launching) is left out
@@ -441,7 +441,7 @@ def ingest_backlog_overlapped(
     settings: KafkaSettings, spec: PipelineSpec, lake: LakeLocation, topic: str
 ) -> tuple[float, list[dict[str, Any]]]:
     """The backlog as the daemon runs it: the sensor's runs, two at a time, each in a process of its own forked
-    from this warm one (as ``ForkserverRunLauncher`` forks runs), the later one reading Kafka while the earlier
+    from this warm one (as ``ForkserverRunLauncher`` forks runs), the later one reading and cleaning while the earlier
     one commits (``dagster.yaml`` lets two ingest runs of a pipeline run at once)."""
     batches: list[dict[str, Any]] = []
     t0 = time.monotonic()
@@ -503,10 +503,15 @@ def throughput(
         raws = []
         for attempt in ("before", "after"):
             if attempt == "after":
-                result["pipeline"] = _timed_pipeline(settings, spec, topic, broker_pid, load, overlapped=True)
+                # Twice, around the one-process run, and the faster counts, as for the raw consume: on this shared
+                # machine one run of either varies by about 10%.
+                pipelines = [_timed_pipeline(settings, spec, topic, broker_pid, load, overlapped=True)]
                 result["pipeline_one_process"] = _timed_pipeline(
                     settings, spec, topic, broker_pid, load, overlapped=False
                 )
+                pipelines.append(_timed_pipeline(settings, spec, topic, broker_pid, load, overlapped=True))
+                result["pipeline_runs_events_per_s"] = [p["events_per_s"] for p in pipelines]
+                result["pipeline"] = max(pipelines, key=lambda p: p["events_per_s"])
             say(f"raw consume ({attempt} the pipeline)")
             t_phase = time.monotonic()
             cpu = CpuMeter(broker_pid)

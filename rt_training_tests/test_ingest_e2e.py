@@ -254,7 +254,13 @@ def test_overlapping_batches_commit_in_order_and_dedupe_across_them(kafka_broker
     lake = LakeLocation(str(tmp_path / "overlapped"))
     a_done, b_read = threading.Event(), threading.Event()
     awaited: list[str] = []
+    phases_b: list[str] = []
     outcome: dict = {}
+
+    def phase_b(name: str) -> None:
+        phases_b.append(name)
+        if name == "wait":
+            b_read.set()
 
     def second_batch() -> None:
         try:
@@ -264,7 +270,7 @@ def test_overlapping_batches_commit_in_order_and_dedupe_across_them(kafka_broker
                 lake,
                 batch_b,
                 "run-b",
-                on_phase=lambda name: b_read.set() if name == "wait" else None,
+                on_phase=phase_b,
                 wait_for_turn=lambda: None if a_done.is_set() else "batch a",
                 on_wait=lambda what, behind: awaited.append(what),
             )
@@ -280,6 +286,8 @@ def test_overlapping_batches_commit_in_order_and_dedupe_across_them(kafka_broker
     assert "error" not in outcome, outcome.get("error")
     report_b = outcome["b"]
     assert awaited == ["batch a"] and report_b.waited_s > 0
+    # It parsed and validated while it waited; only the duplicate check and the commits came after.
+    assert phases_b[:3] == ["read", "clean", "wait"] and phases_b[3] == "commit bronze"
     for table in ("bronze", "silver", "dead_letters"):
         assert report_b.outcomes[table].version > report_a.outcomes[table].version, table
     tables = assert_reconciled(kafka_broker, spec, lake)

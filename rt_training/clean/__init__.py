@@ -8,7 +8,14 @@ Steps (see :func:`clean_batch`): size check, UTF-8 and JSON decoding (:mod:`.par
 from rt_training.clean.dedupe import find_duplicates, recent_ids
 from rt_training.clean.features import build_features, stable_hash64
 from rt_training.clean.parse import JsonParser, ParsedBatch, Parser
-from rt_training.clean.pipeline import CleanResult, LagStats, clean_batch
+from rt_training.clean.pipeline import (
+    CleanResult,
+    LagStats,
+    PreparedBatch,
+    clean_batch,
+    finish_batch,
+    prepare_batch,
+)
 from rt_training.clean.reasons import PRECEDENCE, Reason
 from rt_training.clean.schemas import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA, silver_schema
 from rt_training.clean.validate import ARROW_TYPES, validate_fields
@@ -23,10 +30,13 @@ __all__ = [
     "LagStats",
     "ParsedBatch",
     "Parser",
+    "PreparedBatch",
     "Reason",
     "build_features",
     "clean_batch",
     "find_duplicates",
+    "finish_batch",
+    "prepare_batch",
     "recent_ids",
     "silver_schema",
     "stable_hash64",

@@ -68,6 +68,18 @@ class CleanResult:
         return out
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A bronze batch parsed, validated and featurized: everything but the duplicate check (see
+    :func:`prepare_batch`)."""
+
+    bronze: pa.Table
+    spec: PipelineSpec
+    verdicts: Verdicts
+    columns: dict[str, pa.Array]
+    features: dict[str, pa.Array]
+
+
 def clean_batch(
     bronze: pa.Table,
     spec: PipelineSpec,
@@ -76,7 +88,7 @@ def clean_batch(
     parser: Parser | None = None,
     now: datetime | None = None,
 ) -> CleanResult:
-    """Clean one bronze batch.
+    """Clean one bronze batch: :func:`prepare_batch`, then :func:`finish_batch`.
 
     Parameters
     ----------
@@ -91,6 +103,15 @@ def clean_batch(
         Record decoder; default :class:`JsonParser` over the spec's fields.
     now
         Reference time for ``lag.freshness_s`` (default: the current time).
+    """
+    return finish_batch(prepare_batch(bronze, spec, parser=parser), seen_ids=seen_ids, now=now)
+
+
+def prepare_batch(bronze: pa.Table, spec: PipelineSpec, *, parser: Parser | None = None) -> PreparedBatch:
+    """The costly part of cleaning, which needs no duplicate history: sizes, parsing, validation, features.
+
+    A micro-batch that waits for the batch before it to commit (whose rows its duplicate history must hold)
+    does this first, while it waits; ``parser`` as for :func:`clean_batch`.
     """
     bronze = _conform(bronze)
     n = bronze.num_rows
@@ -123,7 +144,19 @@ def clean_batch(
     features, failures = build_features(columns, spec)
     for failure in failures:
         verdicts.reject(failure.mask, Reason.OUT_OF_RANGE, failure.describe)
+    return PreparedBatch(bronze=bronze, spec=spec, verdicts=verdicts, columns=columns, features=features)
 
+
+def finish_batch(
+    prepared: PreparedBatch, *, seen_ids: SeenIds | None = None, now: datetime | None = None
+) -> CleanResult:
+    """Drop duplicates (within the batch and against ``seen_ids``) and build silver and dead letters.
+
+    ``prepared`` is used up: its verdicts take the duplicates. ``seen_ids`` and ``now`` as for :func:`clean_batch`.
+    """
+    bronze, spec, verdicts = prepared.bronze, prepared.spec, prepared.verdicts
+    columns, features = prepared.columns, prepared.features
+    n = bronze.num_rows
     candidates = np.flatnonzero(verdicts.ok)
     coords = _take(bronze.select(["topic", "partition", "offset"]), candidates, n)
     ids = _take(columns[spec.id_field], candidates, n)

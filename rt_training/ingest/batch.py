@@ -9,10 +9,11 @@ Cleaning is deterministic for a given set of records: duplicates are judged agai
 batch's own ranges, so a retry that finds this batch's silver rows committed still routes the same records to
 dead letters as the first attempt did.
 
-Consecutive batches may overlap: a batch whose ranges start beyond where a table stands reads Kafka while the
-batch before it is still committing, then waits for its turn (``wait_for_turn``) before it scans the duplicate
-history, cleans and commits. Commits therefore stay in offset order, and the duplicate history includes the
-previous batch's rows, as when batches run one after another.
+Consecutive batches may overlap: a batch whose ranges start beyond where a table stands reads Kafka and parses,
+validates and featurizes its records while the batch before it is still running, then waits for its turn
+(``wait_for_turn``) before it scans the duplicate history, drops duplicates and commits. Commits therefore stay
+in offset order, and the duplicate history includes the previous batch's rows, as when batches run one after
+another.
 """
 
 from __future__ import annotations
@@ -218,11 +219,12 @@ def run_micro_batch(
     batch gets there (progress logs; the fault-injection test kills the process at these points).
 
     ``wait_for_turn`` lets this batch overlap the one before it: when a table stands below the ranges' starts,
-    the batch reads Kafka, then waits (see :func:`await_turn`) for as long as ``wait_for_turn()`` names an earlier
+    the batch reads Kafka and does the part of cleaning that needs no duplicate history, then waits (see
+    :func:`await_turn`) for as long as ``wait_for_turn()`` names an earlier
     batch that is still running, at most ``turn_timeout_s``; ``on_wait`` is told what it waits for, once.
     Without it, such a table makes the commit raise ``OffsetMismatchError`` at once.
     """
-    from rt_training.clean.pipeline import clean_batch
+    from rt_training.clean.pipeline import finish_batch, prepare_batch
     from rt_training.stream.reader import read_ranges
 
     phase = on_phase or (lambda _name: None)
@@ -263,6 +265,13 @@ def run_micro_batch(
     report.gaps = [g.to_dict() for g in read.gaps]
     report.read_s = read.seconds
 
+    prepared = None
+    if needs_clean:
+        phase("clean")
+        t1 = time.monotonic()
+        prepared = prepare_batch(bronze, spec)
+        report.clean_s = time.monotonic() - t1
+
     if behind and wait_for_turn is not None:
         phase("wait")
         report.waited_s, offsets = await_turn(
@@ -272,13 +281,12 @@ def run_micro_batch(
         needs_clean = not (done["silver"] and done["dead_letters"])
         seen_ids = seen_ids_outside(spec, lake, ranges, now) if needs_clean else None
 
-    t1 = time.monotonic()
     cleaned = None
-    if needs_clean:
-        phase("clean")
-        cleaned = clean_batch(bronze, spec, seen_ids=seen_ids, now=now)
+    if needs_clean and prepared is not None:
+        t1 = time.monotonic()
+        cleaned = finish_batch(prepared, seen_ids=seen_ids, now=now)
         report.clean = cleaned
-    report.clean_s = time.monotonic() - t1
+        report.clean_s += time.monotonic() - t1
 
     t2 = time.monotonic()
     meta = {"run_id": run_id}
