@@ -13,7 +13,7 @@ the two is the baseline. The pipeline is ``run_micro_batch`` over the whole back
 bronze, silver and dead letters in a temporary lake, measured two ways:
 
 - ``pipeline`` (the headline ``ratio``): as the daemon runs it, two micro-batches at a time, each in a worker
-  process forked from this one (as ``ForkserverRunLauncher`` forks runs), the later one reading and cleaning while
+  process forked from a warm one (as ``ForkserverRunLauncher`` forks runs), the later one reading and cleaning while
   the earlier one commits; run twice, the faster counts (as for the raw consume);
 - ``pipeline_one_process`` (``ratio_one_process``): one batch after another in this process.
 
@@ -78,6 +78,7 @@ from rt_training.ops.kafka_local import (
     stop_broker,
 )
 from rt_training.ops.processes import process_args
+from rt_training.ops.run_launcher import DEFAULT_PRELOAD
 from rt_training.spec import PipelineSpec, load_spec
 from rt_training.stream.admin import delete_topic
 from rt_training.stream.client import KafkaSettings, make_consumer
@@ -437,15 +438,31 @@ def _overlapped_batch(
     )
 
 
+def _warm_worker(hold_s: float) -> int:
+    """Import what a micro-batch needs, then hold the worker a moment so that the other task starts another."""
+    import rt_training.clean.pipeline
+    import rt_training.ingest.batch
+    import rt_training.stream.reader  # noqa: F401
+
+    time.sleep(hold_s)
+    return os.getpid()
+
+
 def ingest_backlog_overlapped(
     settings: KafkaSettings, spec: PipelineSpec, lake: LakeLocation, topic: str
 ) -> tuple[float, list[dict[str, Any]]]:
     """The backlog as the daemon runs it: the sensor's runs, two at a time, each in a process of its own forked
-    from this warm one (as ``ForkserverRunLauncher`` forks runs), the later one reading and cleaning while the earlier
+    from a warm one (as ``ForkserverRunLauncher`` forks runs), the later one reading and cleaning while the earlier
     one commits (``dagster.yaml`` lets two ingest runs of a pipeline run at once)."""
     batches: list[dict[str, Any]] = []
-    t0 = time.monotonic()
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork")) as pool:
+    # Forked from a warm server process that imported what ForkserverRunLauncher's warm process imports, never
+    # from this one: this process opens Delta tables, and deltalake's runtime panics in a child forked after that.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(DEFAULT_PRELOAD))
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+        # Both workers started and warm before the clock starts, as the launcher's warm process is before runs.
+        list(pool.map(_warm_worker, [0.5, 0.5]))
+        t0 = time.monotonic()
         while True:
             runs = plan_from_tables(settings, spec, lake, topic)
             if not runs:
