@@ -10,7 +10,8 @@ only a malformed producer sends.
 A parser that checked most records against the schema's types names the others (``loose`` rows). Then a bad
 record does not send its whole column down the split: Arrow converts the column with the loose rows set aside,
 and only the loose values are split by kind. The hint only saves time: the other rows are still classified by
-Arrow's own inference, so a wrong hint gives the same kinds, found the slower way.
+Arrow's own inference, as a column without bad values is, so a wrong hint changes no validation result (when Arrow
+cannot convert the other rows, the whole column is split as without a hint).
 """
 
 from __future__ import annotations
