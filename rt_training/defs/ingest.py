@@ -6,6 +6,7 @@ executor so a run starts in about two seconds. The work is done by :mod:`rt_trai
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,15 +82,19 @@ def ranges_of(run_config: dict[str, Any]) -> list[OffsetRange]:
     return [OffsetRange(**r) for r in op.get("config", {}).get("ranges", [])]
 
 
+def ingest_runs_in_flight(instance: dg.DagsterInstance, spec: PipelineSpec) -> Sequence[dg.RunRecord]:
+    """The pipeline's ingest runs that are queued, starting or running."""
+    return instance.get_run_records(
+        dg.RunsFilter(job_name=INGEST_JOB, statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}), limit=50
+    )
+
+
 def earlier_batch_in_flight(
     instance: dg.DagsterInstance, spec: PipelineSpec, run_id: str, ranges: list[OffsetRange]
 ) -> str | None:
     """An in-flight ingest run of this pipeline with a range that ends at or before one of ``ranges`` starts."""
     starts = {(r.topic, r.partition): r.start for r in ranges}
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name=INGEST_JOB, statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}), limit=50
-    )
-    for record in records:
+    for record in ingest_runs_in_flight(instance, spec):
         run = record.dagster_run
         if run.run_id == run_id:
             continue
@@ -137,9 +142,7 @@ def build_ingest_sensor(spec: PipelineSpec, job: Any) -> dg.SensorDefinition:
             PartitionState(topic, p, earliest, end, {t: committed[t].get(p) for t in LAKE_TABLES})
             for p, (earliest, end) in sorted(offsets.items())
         ]
-        in_flight = context.instance.get_run_records(
-            dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT, tags={PIPELINE_TAG: spec.name}), limit=50
-        )
+        in_flight = ingest_runs_in_flight(context.instance, spec)
         if not in_flight and any(
             cursor.planned_until.get(_tp_key(s.topic, s.partition), s.next_offset) > s.next_offset
             for s in states
