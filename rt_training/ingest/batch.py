@@ -95,14 +95,17 @@ class BatchReport:
 
 
 def table_offsets(
-    spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange]
+    spec: PipelineSpec,
+    lake: LakeLocation,
+    ranges: Sequence[OffsetRange],
+    tables: Sequence[str] = OFFSET_TABLES,
 ) -> dict[str, dict[tuple[str, int], int | None]]:
     """Per offset table: (topic, partition) -> the next offset it has committed, for the partitions of ``ranges``."""
     out: dict[str, dict[tuple[str, int], int | None]] = {}
     by_topic: dict[str, list[int]] = {}
     for r in ranges:
         by_topic.setdefault(r.topic, []).append(r.partition)
-    for table in OFFSET_TABLES:
+    for table in tables:
         out[table] = {}
         for topic, parts in by_topic.items():
             done = committed_offsets(
@@ -151,14 +154,14 @@ def await_turn(
     raises :class:`TurnTimeoutError` after ``timeout_s``."""
     t0 = time.monotonic()
     announced = False
+    offsets = table_offsets(spec, lake, ranges)
     while True:
-        offsets = table_offsets(spec, lake, ranges)
         behind = _behind(offsets, ranges)
         if not behind:
             return time.monotonic() - t0, offsets
         awaited = wait_for_turn()
         if awaited is None:
-            return time.monotonic() - t0, offsets
+            return time.monotonic() - t0, table_offsets(spec, lake, ranges)
         if not announced and on_wait is not None:
             on_wait(awaited, behind)
             announced = True
@@ -169,6 +172,11 @@ def await_turn(
                 "still running. Cancel it (the sensor then plans both ranges again) or raise the wait."
             )
         time.sleep(poll_s)
+        # Tables only move forward: while the first table behind stands still, reading the others tells nothing
+        # (each read parses a Delta log; polling one table instead of three keeps the wait off the CPU).
+        first = next(iter(behind))
+        if not _behind(table_offsets(spec, lake, ranges, (first,)), ranges):
+            offsets = table_offsets(spec, lake, ranges)
 
 
 def seen_ids_outside(
@@ -220,8 +228,8 @@ def run_micro_batch(
 
     ``wait_for_turn`` lets this batch overlap the one before it: when a table stands below the ranges' starts,
     the batch reads Kafka and does the part of cleaning that needs no duplicate history, then waits (see
-    :func:`await_turn`) for as long as ``wait_for_turn()`` names an earlier
-    batch that is still running, at most ``turn_timeout_s``; ``on_wait`` is told what it waits for, once.
+    :func:`await_turn`) for as long as ``wait_for_turn()`` names an earlier batch that is still running, at most
+    ``turn_timeout_s``; ``on_wait`` is told what it waits for, once.
     Without it, such a table makes the commit raise ``OffsetMismatchError`` at once.
     """
     from rt_training.clean.pipeline import finish_batch, prepare_batch
