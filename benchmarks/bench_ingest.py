@@ -170,9 +170,9 @@ class ProcessCpu:
     """CPU used by each kind of process over a phase, sampled from /proc every second in a thread.
 
     Kinds are told by command line: Dagster's run workers (one process per run, and the warm process they are
-    forked from under ``ForkserverRunLauncher``), the code server, the daemon, the producer, the Kafka broker, this benchmark, and every other process on the machine.
-    A process first seen after the phase began counts from zero; a process's CPU after its last sample (under
-    a second) is missed.
+    forked from under ``ForkserverRunLauncher``), the code server, the daemon, the producer, the Kafka broker,
+    this benchmark, and every other process on the machine. A process first seen after the phase began counts
+    from zero; a process's CPU after its last sample (under a second) is missed.
     """
 
     KINDS = (
