@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rt_training.spec.durations import Duration
+
 FieldType = Literal["string", "int", "float", "bool", "timestamp"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -149,16 +151,16 @@ class ModelSpec(_Strict):
 
 class IngestPolicy(_Strict):
     min_records: int = Field(default=1000, ge=1)
-    max_wait_s: float = Field(default=10.0, ge=0)
+    max_wait_s: Duration = Field(default=10.0, ge=0)
     max_records_per_run: int = Field(default=200_000, ge=1)
     on_data_loss: Literal["fail", "skip"] = "fail"
-    dedup_history_s: float = Field(default=3600.0, ge=0)
+    dedup_history_s: Duration = Field(default=3600.0, ge=0)
 
 
 class SamplingPolicy(_Strict):
     capacity: int = Field(default=50_000, ge=1)
     strategy: Literal["uniform", "weighted", "time_biased"] = "weighted"
-    recency_half_life_s: float | None = Field(default=3600.0, gt=0)
+    recency_half_life_s: Duration | None = Field(default=3600.0, gt=0)
     class_balance: dict[str, float] | None = None
     importance: bool = False
     replay_share: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -187,7 +189,7 @@ class TrainingPolicy(_Strict):
     weight_decay: float = Field(default=0.0, ge=0)
     grad_clip: float | None = Field(default=1.0, gt=0)
     early_stopping_patience: int = Field(default=2, ge=1)
-    holdout_window_s: float = Field(default=600.0, gt=0)
+    holdout_window_s: Duration = Field(default=600.0, gt=0)
     promotion_tolerance: float = Field(default=0.0, ge=0)
     compile: bool = False
     seed: int = 0
@@ -196,12 +198,26 @@ class TrainingPolicy(_Strict):
 
 class DriftPolicy(_Strict):
     window_rows: int = Field(default=5000, ge=10)
-    window_s: float | None = Field(default=None, gt=0)
+    window_s: Duration | None = Field(default=None, gt=0)
     stattest_threshold: float | None = Field(default=None, gt=0)
     drift_share: float = Field(default=0.5, gt=0, le=1)
-    cooldown_s: float = Field(default=600.0, ge=0)
+    cooldown_s: Duration = Field(default=600.0, ge=0)
     quality_drop: float = Field(default=0.05, ge=0)
-    on_drift_recency_half_life_s: float | None = Field(default=None, gt=0)
+    on_drift_recency_half_life_s: Duration | None = Field(default=None, gt=0)
+
+
+class TimePolicy(_Strict):
+    """The pipeline's event-time clock (see :mod:`rt_training.eventtime`).
+
+    The watermark is the highest event time committed to silver minus ``allowed_lateness``: every window of the
+    other policies (holdout, recency, drift, cooldown, periodic retraining, dedup history) is measured on it, not
+    on the wall clock. An event whose time is below the watermark when it is ingested is *late*: it is kept and
+    counted (``late_rows``). With ``max_lateness`` set, an event more than that below the watermark goes to dead
+    letters as ``too_late`` instead.
+    """
+
+    allowed_lateness: Duration = Field(default=0.0, ge=0)
+    max_lateness: Duration | None = Field(default=None, ge=0)
 
 
 class PipelineSpec(_Strict):
@@ -217,6 +233,7 @@ class PipelineSpec(_Strict):
     sampling: SamplingPolicy = Field(default_factory=SamplingPolicy)
     training: TrainingPolicy = Field(default_factory=TrainingPolicy)
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
+    time: TimePolicy = Field(default_factory=TimePolicy)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
