@@ -11,6 +11,7 @@ Examples::
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -278,8 +279,7 @@ def _produce_file(
     from rt_training.stream.producer import ProduceError
 
     source = "stdin" if path == STDIN else path
-    stderr = click.get_text_stream("stderr")
-    tty = stderr.isatty()
+    tty = sys.stderr.isatty()
     shown = False
 
     def show(p: FileProgress) -> None:
@@ -295,7 +295,7 @@ def _produce_file(
             f"record timestamps: {'event time' if event_time_timestamps else 'now'}",
             err=True,
         )
-        stream = click.get_binary_stream("stdin") if path == STDIN else open(path, "rb")  # noqa: SIM115
+        stream = sys.stdin.buffer if path == STDIN else open(path, "rb")  # noqa: SIM115
         try:
             if on_bad_line == "fail" and path != STDIN and stream.seekable():
                 bad = first_bad_line(read_records(stream, fmt, spec, key_field))
