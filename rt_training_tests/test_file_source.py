@@ -43,7 +43,7 @@ def test_jsonl_records_are_sent_byte_for_byte_and_bad_lines_named(spec):
         b'\xef\xbb\xbf{"event_id": "a", "event_time": 1714564800000.5, "extra": [1, 2]}\r\n'
         b"\n"
         b'  {"event_id":"b","event_time":"2024-05-01T12:00:00+02:00","price":1e2}  \n'
-        b'{"event_id": "c", "event_time": \n'
+        b'\t {"event_id": "c", "event_time": \n'
         b"[1, 2]\n"
         b'{"event_id": "d\xff"}\n'
         b'{"event_time": "late", "price": NaN}\n'
@@ -59,7 +59,7 @@ def test_jsonl_records_are_sent_byte_for_byte_and_bad_lines_named(spec):
             b'{"event_id":"b","event_time":"2024-05-01T12:00:00+02:00","price":1e2}',
             "2024-05-01T12:00:00+02:00",
         ),
-        BadLine(4, "invalid JSON: Expecting value at column 32"),
+        BadLine(4, "invalid JSON: Expecting value at column 34"),
         BadLine(5, "expected a JSON object, got an array"),
         BadLine(6, "not valid UTF-8: invalid start byte at byte 15"),
         SourceRecord(7, None, b'{"event_time": "late", "price": NaN}', "late"),

@@ -285,7 +285,8 @@ def _produce_file(
     def show(p: FileProgress) -> None:
         nonlocal shown
         shown = True
-        click.echo(("\r" if tty else "") + p.line(), err=True, nl=not tty)
+        # On a terminal: one line rewritten in place (carriage return, then clear to the end of the line).
+        click.echo(f"\r{p.line()}\x1b[K" if tty else p.line(), err=True, nl=not tty)
 
     try:
         fmt = detect_format(path, source_format)

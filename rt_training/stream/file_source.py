@@ -201,8 +201,9 @@ def encode_key(value: Any) -> bytes | None:
 
 def _read_jsonl(stream: BinaryIO, time_field: str, key_field: str) -> Iterator[SourceRecord | BadLine]:
     for number, raw in enumerate(stream, start=1):
-        line = raw.removeprefix(_BOM) if number == 1 else raw
-        line = line.strip()
+        unstripped = raw.removeprefix(_BOM) if number == 1 else raw
+        line = unstripped.strip()
+        indent = len(unstripped) - len(unstripped.lstrip())
         if not line:
             continue
         try:
@@ -213,7 +214,7 @@ def _read_jsonl(stream: BinaryIO, time_field: str, key_field: str) -> Iterator[S
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            yield BadLine(number, f"invalid JSON: {exc.msg} at column {exc.colno}")
+            yield BadLine(number, f"invalid JSON: {exc.msg} at column {exc.colno + indent}")
             continue
         except (ValueError, RecursionError) as exc:
             yield BadLine(number, f"invalid JSON: {exc}")
