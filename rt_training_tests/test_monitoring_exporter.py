@@ -84,6 +84,10 @@ def test_snapshot_reads_every_table_exactly(spec: PipelineSpec, tmp_path: Path) 
         {0.5: to_base + 20.0, 0.95: to_base + 29.0}, abs=1e-6
     )
 
+    silver_times = DeltaTable(base / "silver").to_pyarrow_table(columns=[spec.time_field]).column(0)
+    newest = max(t.timestamp() for t in silver_times.to_pylist())
+    assert snap.watermark == pytest.approx(newest - spec.time.allowed_lateness)
+
     assert snap.drift == DriftSummary(
         report_id="r2",
         created_at=EVENT_BASE.timestamp() + 3600.0,
@@ -173,6 +177,7 @@ def test_exporter_text_has_every_series(spec: PipelineSpec, tmp_path: Path) -> N
         assert samples[_key("rt_training_last_commit_timestamp_seconds", table=table)] == ts
     for q, seconds in snap.event_to_silver_latency.items():
         assert samples[_key("rt_training_event_to_silver_latency_seconds", quantile=str(q))] == seconds
+    assert samples[_key("rt_training_event_time_watermark_seconds")] == snap.watermark
     assert samples[_key("rt_training_drift_share")] == 0.5
     assert samples[_key("rt_training_drifted_columns")] == 1
     assert samples[_key("rt_training_dataset_drift")] == 1

@@ -111,6 +111,16 @@ def snapshot_metrics(snap: PipelineSnapshot) -> list[Metric]:
         latency.add_metric([p, str(q)], seconds)
     add(latency)
 
+    if snap.watermark is not None:
+        watermark = _gauge(
+            "event_time_watermark_seconds",
+            "The event-time watermark every window counts from: silver's highest event time minus the allowed "
+            "lateness. time() minus it is how far event time trails the wall clock.",
+            [],
+        )
+        watermark.add_metric([p], snap.watermark)
+        add(watermark)
+
     families.extend(_drift_metrics(snap))
     families.extend(_model_metrics(snap))
 

@@ -99,6 +99,8 @@ class PipelineSnapshot:
     """Table -> time of its last commit that changed data."""
     event_to_silver_latency: dict[float, float] = field(default_factory=dict)
     """Quantile -> seconds from event time to the silver commit that holds the event, over the last batch."""
+    watermark: float | None = None
+    """The pipeline's event-time watermark (silver's highest event time minus the allowed lateness)."""
     drift: DriftSummary | None = None
     model_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     """Role (``champion``, ``candidate``) -> metric name -> value."""
@@ -286,6 +288,7 @@ class SnapshotGatherer:
                 ("dead_letters", self._read_dead_letters),
                 ("last commits", self._read_last_commits),
                 ("silver latency", self._read_latency),
+                ("event-time watermark", self._read_watermark),
                 (DRIFT_TABLE, self._read_drift),
                 (REGISTRY_TABLE, self._read_registry),
                 (RUN_EVENTS_TABLE, self._read_run_events),
@@ -414,6 +417,16 @@ class SnapshotGatherer:
             return {q: float(np.quantile(latency, q)) for q in LATENCY_QUANTILES}
 
         snap.event_to_silver_latency = handle.memo("latency", dt.version(), compute)
+
+    def _read_watermark(self, snap: PipelineSnapshot) -> None:
+        from rt_training.eventtime import event_clock
+
+        handle = self._tables["silver"]
+        dt = handle.dt
+        if dt is None:
+            return
+        clock = handle.memo("clock", dt.version(), lambda: event_clock(self.spec, dt))
+        snap.watermark = clock.watermark_s
 
     def _read_drift(self, snap: PipelineSnapshot) -> None:
         handle = self._tables[DRIFT_TABLE]
