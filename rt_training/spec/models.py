@@ -182,6 +182,12 @@ class SamplingPolicy(_Strict):
 
 
 class TrainingPolicy(_Strict):
+    """How candidates train and when retraining runs besides drift.
+
+    Periodic retraining, each optional: ``schedule_cron`` on the wall clock; ``retrain_every_s`` of event time
+    and ``retrain_every_rows`` new silver rows since the last retraining launch (or the champion's cut).
+    """
+
     metric: Literal["auc", "log_loss", "accuracy", "rmse"] = "auc"
     epochs: int = Field(default=3, ge=1)
     batch_size: int = Field(default=512, ge=1)
@@ -194,6 +200,8 @@ class TrainingPolicy(_Strict):
     compile: bool = False
     seed: int = 0
     schedule_cron: str | None = None
+    retrain_every_s: Duration | None = Field(default=None, gt=0)
+    retrain_every_rows: int | None = Field(default=None, ge=1)
 
 
 class DriftPolicy(_Strict):
@@ -265,7 +273,19 @@ class PipelineSpec(_Strict):
             raise ValueError("training.metric rmse needs label.kind regression")
         if self.label.kind == "regression" and self.training.metric in ("auc", "log_loss", "accuracy"):
             raise ValueError(f"training.metric {self.training.metric} needs label.kind binary")
+        self._settings_that_act()
         return self
+
+    def _settings_that_act(self) -> None:
+        """Refuse a setting that the chosen strategy would silently ignore."""
+        on_drift = self.drift.on_drift_recency_half_life_s
+        if on_drift is not None and self.sampling.strategy != "weighted":
+            raise ValueError(
+                f"drift.on_drift_recency_half_life_s ({on_drift:g}s) cannot act with sampling.strategy "
+                f"{self.sampling.strategy!r}: only the 'weighted' strategy takes a recency half-life per run "
+                "('time_biased' keeps its half-life in the saved sample's keys, 'uniform' has no weights). "
+                "Use sampling.strategy 'weighted' or remove drift.on_drift_recency_half_life_s"
+            )
 
     # -- conveniences used across layers -------------------------------------------------------
     @property
