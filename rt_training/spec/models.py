@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rt_training.spec.durations import Duration
+from rt_training.spec.durations import Duration, format_duration
 
 FieldType = Literal["string", "int", "float", "bool", "timestamp"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -281,7 +281,7 @@ class PipelineSpec(_Strict):
         on_drift = self.drift.on_drift_recency_half_life_s
         if on_drift is not None and self.sampling.strategy != "weighted":
             raise ValueError(
-                f"drift.on_drift_recency_half_life_s ({on_drift:g}s) cannot act with sampling.strategy "
+                f"drift.on_drift_recency_half_life_s ({format_duration(on_drift)}) cannot act with sampling.strategy "
                 f"{self.sampling.strategy!r}: only the 'weighted' strategy takes a recency half-life per run "
                 "('time_biased' keeps its half-life in the saved sample's keys, 'uniform' has no weights). "
                 "Use sampling.strategy 'weighted' or remove drift.on_drift_recency_half_life_s"
