@@ -49,7 +49,12 @@ def report(i: int, drift: bool, quality_dropped: bool | None = None) -> dict:
 @pytest.fixture
 def setup(tmp_path: Path):
     spec = load_spec()
-    spec = spec.model_copy(update={"drift": spec.drift.model_copy(update={"cooldown_s": 3600})})
+    spec = spec.model_copy(
+        update={
+            "drift": spec.drift.model_copy(update={"cooldown_s": 3600}),
+            "time": spec.time.model_copy(update={"allowed_lateness": 0.0}),
+        }
+    )
     resources = {
         "kafka": KafkaResource(bootstrap_servers="127.0.0.1:1"),
         "lake": LakeResource(root=str(tmp_path)),
@@ -154,7 +159,10 @@ def test_periodic_retraining_every_rows_or_day_of_event_time(tmp_path: Path) -> 
     spec = load_spec()
     spec = spec.model_copy(
         update={
-            "training": spec.training.model_copy(update={"retrain_every_s": 86400.0, "retrain_every_rows": 3})
+            "training": spec.training.model_copy(
+                update={"retrain_every_s": 86400.0, "retrain_every_rows": 3}
+            ),
+            "time": spec.time.model_copy(update={"allowed_lateness": 0.0}),
         }
     )
     resources = {
