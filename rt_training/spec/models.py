@@ -195,6 +195,9 @@ class TrainingPolicy(_Strict):
     ``promotion_tolerance`` of the champion. A paired bootstrap (``bootstrap_samples`` resamples, seeded by
     ``seed``) gives the ``confidence`` interval of the gain; with ``require_significant`` its lower bound must
     also clear the same bar (``> first_champion_margin``, or ``> -promotion_tolerance``).
+
+    Periodic retraining, each optional: ``schedule_cron`` on the wall clock; ``retrain_every_s`` of event time
+    and ``retrain_every_rows`` new silver rows since the last retraining launch (or the champion's cut).
     """
 
     metric: Literal["auc", "log_loss", "accuracy", "rmse"] = "auc"
@@ -216,6 +219,8 @@ class TrainingPolicy(_Strict):
     compile: bool = False
     seed: int = 0
     schedule_cron: str | None = None
+    retrain_every_s: Duration | None = Field(default=None, gt=0)
+    retrain_every_rows: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _holdout_fits_window(self) -> TrainingPolicy:
@@ -297,7 +302,19 @@ class PipelineSpec(_Strict):
             raise ValueError("training.metric rmse needs label.kind regression")
         if self.label.kind == "regression" and self.training.metric in ("auc", "log_loss", "accuracy"):
             raise ValueError(f"training.metric {self.training.metric} needs label.kind binary")
+        self._settings_that_act()
         return self
+
+    def _settings_that_act(self) -> None:
+        """Refuse a setting that the chosen strategy would silently ignore."""
+        on_drift = self.drift.on_drift_recency_half_life_s
+        if on_drift is not None and self.sampling.strategy != "weighted":
+            raise ValueError(
+                f"drift.on_drift_recency_half_life_s ({format_duration(on_drift)}) cannot act with sampling.strategy "
+                f"{self.sampling.strategy!r}: only the 'weighted' strategy takes a recency half-life per run "
+                "('time_biased' keeps its half-life in the saved sample's keys, 'uniform' has no weights). "
+                "Use sampling.strategy 'weighted' or remove drift.on_drift_recency_half_life_s"
+            )
 
     # -- conveniences used across layers -------------------------------------------------------
     @property
