@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import dagster as dg
 import pytest
 import yaml
 from click.testing import CliRunner
+from deltalake import DeltaTable
 
 from rt_training.cli.main import cli
 from rt_training.defs.maintenance import MAINTENANCE_CRON_ENV_VAR
@@ -97,6 +99,10 @@ def test_maintenance_job_and_ingest_status_on_an_ingested_lake(kafka_broker, top
     assert f"{'total':>9}  {'':>12}  {'':>12}  {0:>10}" in output
     assert "rows: bronze 3000, dead letters" in output
     assert "last commit: bronze 20" in output and "never" not in output
+    silver = DeltaTable(str(Path(lake_root) / spec.name / "silver")).to_pyarrow_table()
+    newest = max(silver[spec.time_field].to_pylist())
+    watermark = newest - dt.timedelta(seconds=spec.time.allowed_lateness)
+    assert f"event-time watermark: {watermark:%Y-%m-%d %H:%M:%S}Z (" in output
 
     # New records not yet ingested are lag; a micro-batch stopped after its bronze commit puts bronze ahead.
     produce(kafka_broker, spec, topic, count=90, seed=9, start_ms=START_MS + 60_000)
@@ -138,6 +144,7 @@ def test_ingest_status_of_an_empty_lake_with_kafka_down(tmp_path) -> None:
     assert code == 1 and seconds < 10
     assert row(0, "-", "-", "-", "nothing committed") in output
     assert "last commit: bronze never, silver never, dead_letters never" in output
+    assert "event-time watermark" not in output
     assert f"Kafka is unreachable at {nowhere}" in output
 
 

@@ -57,6 +57,8 @@ class IngestStatus:
     """Reason code -> dead letters with that reason (codes with none left out)."""
     kafka_problem: str | None = None
     """Why Kafka's side is missing: unreachable, or no such topic."""
+    watermark: datetime | None = None
+    """The pipeline's event-time watermark (None before the first silver row)."""
     errors: list[str] = field(default_factory=list)
     """What of the offset tables could not be read (each names the table or the section)."""
 
@@ -113,6 +115,7 @@ def ingest_status(spec: PipelineSpec, lake: LakeLocation, settings: KafkaSetting
         dead_letters={r: n for r, n in (snap.dead_letters or {}).items() if n},
         kafka_problem=problem,
         errors=[e for e in snap.errors if e.startswith(_INGEST_SECTIONS)],
+        watermark=_utc(snap.watermark),
     )
 
 
@@ -137,6 +140,11 @@ def format_status(status: IngestStatus, now: datetime | None = None) -> str:
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(status.dead_letters.items()))
         lines.append(
             f"rows: bronze {status.bronze_rows}, dead letters {dead}" + (f" ({reasons})" if dead else "")
+        )
+    if status.watermark is not None:
+        lines.append(
+            f"event-time watermark: {status.watermark:%Y-%m-%d %H:%M:%S}Z "
+            f"({_duration(max(0.0, (now - status.watermark).total_seconds()))} behind the wall clock)"
         )
     lines.extend(f"could not read {error}" for error in status.errors)
     if status.kafka_problem:
