@@ -35,6 +35,7 @@ components. Trainings run on the CPU with ``threads`` intra-op threads.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from rt_training.spec.models import PipelineSpec
     from rt_training.stream.client import KafkaSettings
     from rt_training.stream.planner import OffsetRange
+    from rt_training.training.entrypoint import JobConfig
 
 DEFAULT_OUT_ROOT = Path(".data") / "backtest"
 LAKE_DIR = "lake"
@@ -491,7 +493,7 @@ def _train_and_gate(
     from rt_training.sampling.training_set import current_training_set
     from rt_training.training.champion import decide_latest_candidate, register_candidate, registry_for
     from rt_training.training.checkpoints import restore_model
-    from rt_training.training.entrypoint import read_config, run_job
+    from rt_training.training.entrypoint import read_config
     from rt_training.training.launch import WarmStart, plan_training_run
 
     info = current_training_set(spec, lake)
@@ -517,8 +519,7 @@ def _train_and_gate(
         threads=threads,
         log_every=0,
     )
-    result = run_job(read_config(plan.config_path))
-    assert result is not None
+    result = _quiet_run_job(read_config(plan.config_path), plan.config_path.with_suffix(".log"))
     register_candidate(registry, spec, result, plan, run_id)
     verdict = decide_latest_candidate(spec, registry)
     assert verdict is not None
@@ -540,7 +541,7 @@ def _train_periodic(
 
     from rt_training.training.checkpoints import load_checkpoint, restore_model
     from rt_training.training.data import columns_needed
-    from rt_training.training.entrypoint import JobConfig, run_job
+    from rt_training.training.entrypoint import JobConfig
 
     columns = columns_needed(spec)
     tables = [t.select(columns) for t in history if t.num_rows]
@@ -561,10 +562,22 @@ def _train_periodic(
         "log_every": 0,
         "threads": config.threads,
     }
-    result = run_job(JobConfig.model_validate(config_dict))
-    assert result is not None
+    log = folder / "periodic_checkpoints" / f"step-{step.index + 1}.log"
+    result = _quiet_run_job(JobConfig.model_validate(config_dict), log)
     saved = result["checkpoint"]
     return saved["id"], restore_model(load_checkpoint(saved["path"], saved["sha256"]), spec)
+
+
+def _quiet_run_job(job: JobConfig, log: Path) -> dict[str, Any]:
+    """Run the training entry point in this process, its progress lines going to ``log`` (one line per step is
+    what the backtest shows)."""
+    from rt_training.training.entrypoint import run_job
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as sink, contextlib.redirect_stdout(sink):
+        result = run_job(job)
+    assert result is not None
+    return result
 
 
 def _fmt(value: float | None) -> str:
