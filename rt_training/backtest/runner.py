@@ -53,6 +53,7 @@ import pyarrow.compute as pc
 
 from rt_training.backtest.events import Record, Step, read_jsonl, record_from_line, split_steps
 from rt_training.ingest.batch import LakeLocation
+from rt_training.lake.tables import OFFSET_TABLES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,7 +67,6 @@ DEFAULT_OUT_ROOT = Path(".data") / "backtest"
 LAKE_DIR = "lake"
 BASELINES_DIR = "baselines"
 PERIODIC_TABLE = "periodic_training_set"
-LAKE_TABLES = ("bronze", "silver", "dead_letters")
 
 
 def min_rows_for_first_champion(spec: PipelineSpec) -> int:
@@ -338,10 +338,10 @@ def _produce_and_ingest(
     offsets = partition_offsets(settings, topic)
     committed = {
         table: committed_offsets(lake.uri(spec.name, table), spec.name, topic, list(offsets))
-        for table in LAKE_TABLES
+        for table in OFFSET_TABLES
     }
     states = [
-        PartitionState(topic, p, earliest, end, {t: committed[t].get(p) for t in LAKE_TABLES})
+        PartitionState(topic, p, earliest, end, {t: committed[t].get(p) for t in OFFSET_TABLES})
         for p, (earliest, end) in sorted(offsets.items())
     ]
     plan = plan_runs(
