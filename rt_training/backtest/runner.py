@@ -69,14 +69,6 @@ BASELINES_DIR = "baselines"
 PERIODIC_TABLE = "periodic_training_set"
 
 
-def min_rows_for_first_champion(spec: PipelineSpec) -> int:
-    """Silver rows older than the holdout cut needed before the first training: a few batches' worth.
-
-    The rule of ``first_champion_sensor`` (``rt_training.defs.training``), here without Dagster.
-    """
-    return max(1000, spec.training.batch_size * 4)
-
-
 @dataclass(frozen=True)
 class BacktestConfig:
     """What to replay and how.
@@ -408,6 +400,7 @@ def _update_platform(
     from rt_training.lake.tables import open_table
     from rt_training.sampling.training_set import update_training_set
     from rt_training.training.champion import champion_losses, registry_for
+    from rt_training.training.launch import min_rows_for_first_champion
 
     registry = registry_for(spec, lake)
     clock = read_event_clock(spec, lake)
