@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 JSON_NAME = "backtest.json"
 PLOT_NAME = "backtest.html"
+PHASES = ("ingest_s", "score_s", "drift_s", "sampling_s", "training_s", "periodic_s")
+"""Seconds of a step spent producing and ingesting its records, scoring the three models, on the drift report,
+updating the training set, training and gating the champion's candidate, and training the periodic baseline."""
 CURVES = (
     ("champion_metric", "continual (champion)", "#1f77b4"),
     ("static_metric", "static", "#7f7f7f"),
@@ -73,8 +76,8 @@ def summarize(
     the steps where all three were, counts of events, dead letters, late rows, retrainings and promotions.
 
     ``retrainings`` counts trainings launched by the trigger (drift or a quality drop), not the first champion;
-    ``promotions`` counts the retrained candidates the gate promoted. With ``drift_at_s``, ``after_drift`` gives
-    the means over the steps that start at or after it.
+    ``promotions`` counts the retrained candidates the gate promoted. ``seconds_by_phase`` adds up each step's
+    :data:`PHASES`. With ``drift_at_s``, ``after_drift`` gives the means over the steps that start at or after it.
     """
     events = sum(r["rows"] for r in rows)
     retrained = [r for r in rows if r["retraining"] and r.get("trigger") != "first champion"]
@@ -96,6 +99,7 @@ def summarize(
         "dead_letters": sum(r["dead_letters"] for r in rows),
         "late_rows": sum(r["late_rows"] for r in rows),
         "wall_s": wall_s,
+        "seconds_by_phase": {p: round(sum(r.get(p, 0.0) for r in rows), 3) for p in PHASES},
         "common_steps": len(common),
         "common": _means(common),
     }

@@ -43,7 +43,7 @@ import shutil
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rt_training.backtest.events import Record, Step, read_jsonl, record_from_line, split_steps
+from rt_training.backtest.report import PHASES
 from rt_training.ingest.batch import LakeLocation
 from rt_training.lake.tables import OFFSET_TABLES
 
@@ -277,8 +278,10 @@ def _replay(
                 if highest is not None and record.time_s < highest:
                     late += 1
                 highest = record.time_s if highest is None else max(highest, record.time_s)
-        ranges, dead = _produce_and_ingest(spec, settings, lake, step)
-        silver = _step_rows(spec, lake, ranges)
+        timings = dict.fromkeys(PHASES, 0.0)
+        with _timed(timings, "ingest_s"):
+            ranges, dead = _produce_and_ingest(spec, settings, lake, step)
+            silver = _step_rows(spec, lake, ranges)
         label = silver.column(spec.label.field)
         row: dict[str, Any] = {
             "step": step.index + 1,
@@ -290,19 +293,32 @@ def _replay(
             "late_rows": late,
             "label_share": _finite(pc.mean(label).as_py()) if silver.num_rows else None,
             "champion": models.champion_id,
-            "champion_metric": _score(models.champion, silver, spec),
-            "static_metric": _score(models.static, silver, spec),
-            "periodic_metric": _score(models.periodic, silver, spec),
             "periodic_model": models.periodic_id,
         }
-        row.update(_update_platform(spec, lake, models, platform, config.threads))
+        with _timed(timings, "score_s"):
+            row["champion_metric"] = _score(models.champion, silver, spec)
+            row["static_metric"] = _score(models.static, silver, spec)
+            row["periodic_metric"] = _score(models.periodic, silver, spec)
+        row.update(_update_platform(spec, lake, models, platform, config.threads, timings))
         row["champion_after"] = models.champion_id
         platform.history.append(silver)
-        models.periodic_id, models.periodic = _train_periodic(spec, out, platform.history, step, config)
+        with _timed(timings, "periodic_s"):
+            models.periodic_id, models.periodic = _train_periodic(spec, out, platform.history, step, config)
         row["seconds"] = round(time.monotonic() - t0, 3)
+        row.update({k: round(v, 3) for k, v in timings.items()})
         rows.append(row)
         progress(_step_line(row, len(steps), spec.training.metric))
     return rows
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the seconds the block takes to ``timings[phase]``."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[phase] += time.monotonic() - started
 
 
 def _produce_and_ingest(
@@ -391,9 +407,15 @@ def _score(model: nn.Module | None, rows: pa.Table, spec: PipelineSpec) -> float
 
 
 def _update_platform(
-    spec: PipelineSpec, lake: LakeLocation, models: _Models, platform: _Platform, threads: int
+    spec: PipelineSpec,
+    lake: LakeLocation,
+    models: _Models,
+    platform: _Platform,
+    threads: int,
+    timings: dict[str, float],
 ) -> dict[str, Any]:
-    """One step of the daemon's work after ingest: training set, drift, trigger, training, gate."""
+    """One step of the daemon's work after ingest: training set, drift, trigger, training, gate; the seconds
+    each took are added to ``timings``."""
     from rt_training.drift.reports import NothingToCompare, run_drift_report
     from rt_training.drift.trigger import decide_retraining
     from rt_training.eventtime import read_event_clock, rows_up_to
@@ -418,7 +440,8 @@ def _update_platform(
 
     def sample(half_life: float | None = None) -> None:
         losses = champion_losses(spec, registry) if spec.sampling.importance else None
-        update_training_set(spec, lake, losses_fn=losses, half_life_override=half_life)
+        with _timed(timings, "sampling_s"):
+            update_training_set(spec, lake, losses_fn=losses, half_life_override=half_life)
 
     if models.champion is None:
         sample()
@@ -436,12 +459,14 @@ def _update_platform(
             trigger="first champion",
             retraining_reason=f"no champion yet; {ready} silver rows before the holdout cut",
         )
-        out.update(_train_and_gate(spec, lake, models, platform, threads, drift_report=None))
+        with _timed(timings, "training_s"):
+            out.update(_train_and_gate(spec, lake, models, platform, threads, drift_report=None))
         return out
 
     report = None
     try:
-        report = run_drift_report(spec, lake, now=clock.watermark)
+        with _timed(timings, "drift_s"):
+            report = run_drift_report(spec, lake, now=clock.watermark)
     except NothingToCompare as exc:
         out["retraining_reason"] = f"no drift report: {exc}"
     launch, half_life = False, None
@@ -470,7 +495,8 @@ def _update_platform(
     if launch:
         assert report is not None
         out.update(retraining=True, trigger="drift" if report.result.dataset_drift else "quality drop")
-        out.update(_train_and_gate(spec, lake, models, platform, threads, drift_report=report.report_id))
+        with _timed(timings, "training_s"):
+            out.update(_train_and_gate(spec, lake, models, platform, threads, drift_report=report.report_id))
     return out
 
 
@@ -582,6 +608,7 @@ def _step_line(row: dict[str, Any], total: int, metric: str) -> str:
     drift = "n/a" if row["drift"] is None else ("yes" if row["drift"] else "no")
     if row["drift_share"] is not None:
         drift += f" (share {row['drift_share']:.2f})"
+    phases = " ".join(f"{p.removesuffix('_s')} {row[p]:.1f}" for p in PHASES)
     action = "no retraining"
     if row["retraining"]:
         action = f"retrained -> {row['gate'] or 'not gated'}"
@@ -589,7 +616,7 @@ def _step_line(row: dict[str, Any], total: int, metric: str) -> str:
         f"step {row['step']}/{total} {span}: {row['rows']:,} rows ({row['dead_letters']} dead, "
         f"{row['late_rows']} late); {metric} champion {_fmt(row['champion_metric'])} static "
         f"{_fmt(row['static_metric'])} periodic {_fmt(row['periodic_metric'])}; drift {drift}; {action} "
-        f"[{row['seconds']:.1f}s]"
+        f"[{row['seconds']:.1f}s: {phases}]"
     )
 
 
