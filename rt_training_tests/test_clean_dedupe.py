@@ -120,8 +120,9 @@ def test_recent_ids_default_window_is_the_watermark_and_naive_time_fails(tmp_pat
     rows = [event(event_id=f"e-{h}", event_time=EVENT_MS - h * hour_ms) for h in range(4)]
     write_deltalake(uri, clean_batch(bronze(rows), DEMO).silver)
     # Watermark = noon (allowed_lateness 0), history 1 h: noon and 11:00 are in it.
-    assert DEMO.ingest.dedup_history_s == 3600 and DEMO.time.allowed_lateness == 0
-    assert sorted(recent_ids(uri, DEMO).to_pylist()) == ["e-0", "e-1"]
+    prompt = DEMO.model_copy(update={"time": DEMO.time.model_copy(update={"allowed_lateness": 0.0})})
+    assert prompt.ingest.dedup_history_s == 3600
+    assert sorted(recent_ids(uri, prompt).to_pylist()) == ["e-0", "e-1"]
     lagging = DEMO.model_copy(update={"time": DEMO.time.model_copy(update={"allowed_lateness": 3600.0})})
     # Watermark 11:00: the window starts at 10:00 and has no upper end.
     assert sorted(recent_ids(uri, lagging).to_pylist()) == ["e-0", "e-1", "e-2"]

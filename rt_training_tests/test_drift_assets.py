@@ -169,23 +169,39 @@ def reports(built: Built) -> pa.Table:
     return DeltaTable(built.lake.uri(built.spec.name, "drift_reports")).to_pyarrow_table()
 
 
-def seconds_after_t0(rows: pa.Table) -> list[float]:
-    return [t.timestamp() - T0.timestamp() for t in rows["_ingested_at"].to_pylist()]
+HISTORY = datetime(2011, 6, 1, tzinfo=UTC)
 
 
-def test_newest_rows_by_ingestion_time(tmp_path: Path) -> None:
+def seconds_after(rows: pa.Table, column: str = "event_time", start: datetime = HISTORY) -> list[float]:
+    return [t.timestamp() - start.timestamp() for t in rows[column].to_pylist()]
+
+
+def test_newest_rows_by_event_time_of_a_backfill_years_ago(tmp_path: Path) -> None:
     uri = str(tmp_path / "t")
-    # Four files: three batches stamped at one instant each, one straddling two instants.
-    for stamps in ([0] * 4, [10] * 4, [20, 30], [40] * 3):
-        times = pa.array([T0 + timedelta(seconds=s) for s in stamps], UTC_US)
-        write_deltalake(uri, pa.table({"x": stamps, "_ingested_at": times}), mode="append")
+    # A 2011 backfill ingested today, out of order: the newest ingested file holds the oldest events.
+    today = datetime.now(UTC)
+    for i, stamps in enumerate(([30, 40, 40], [20, 30], [10] * 4, [0] * 4)):
+        times = pa.array([HISTORY + timedelta(seconds=s) for s in stamps], UTC_US)
+        ingested = pa.array([today + timedelta(seconds=i)] * len(stamps), UTC_US)
+        write_deltalake(
+            uri, pa.table({"x": stamps, "event_time": times, "_ingested_at": ingested}), mode="append"
+        )
     table = DeltaTable(uri)
-    assert seconds_after_t0(newest_rows(table, ["x"], count=4)) == [40, 40, 40, 30]
-    upto_35 = newest_rows(table, ["x"], count=4, upto=T0 + timedelta(seconds=35))
-    assert seconds_after_t0(upto_35) == [30, 20, 10, 10]
-    upto_10 = newest_rows(table, ["x"], count=100, upto=T0 + timedelta(seconds=10))
-    assert seconds_after_t0(upto_10) == [10] * 4 + [0] * 4
-    assert seconds_after_t0(newest_rows(table, ["x"], since=T0 + timedelta(seconds=20))) == [40, 40, 40, 30]
+    assert seconds_after(newest_rows(table, ["x"], by="event_time", count=4)) == [40, 40, 30, 30]
+    upto_35 = newest_rows(table, ["x"], by="event_time", count=4, upto=HISTORY + timedelta(seconds=35))
+    assert seconds_after(upto_35) == [30, 30, 20, 10]
+    upto_10 = newest_rows(table, ["x"], by="event_time", count=100, upto=HISTORY + timedelta(seconds=10))
+    assert seconds_after(upto_10) == [10] * 4 + [0] * 4
+    window = newest_rows(
+        table,
+        ["x"],
+        by="event_time",
+        since=HISTORY + timedelta(seconds=20),
+        upto=HISTORY + timedelta(seconds=35),
+    )
+    assert seconds_after(window) == [30, 30]
+    # By ingestion time the "newest" rows would be the oldest events.
+    assert seconds_after(newest_rows(table, ["event_time"], by="_ingested_at", count=4)) == [0] * 4
 
 
 def test_compared_columns_and_windows(stationary: Built) -> None:
@@ -198,8 +214,13 @@ def test_compared_columns_and_windows(stationary: Built) -> None:
     report = compute_drift_report(spec, stationary.lake, registry.load_champion(), T0 + timedelta(seconds=95))
     assert report.reference.training_set_version == 0
     assert report.reference.silver_version == 3 and report.reference.cut == CUT
-    # Reference: the newest 2000 silver rows up to the cut (the third batch); current: the last batch.
+    # Reference: the 2000 silver rows with the newest event times up to the cut; current: the 2000 newest
+    # events up to the watermark (the last batch; event times 70-90 s after T0).
     assert report.result.reference_rows == 2000 and report.result.current_rows == 2000
+    assert report.watermark == T0 + timedelta(seconds=89.99)
+    assert report.row["current_end"] == report.watermark
+    assert report.row["current_start"] == T0 + timedelta(seconds=70)
+    assert report.row["quality_after"] == CUT
     assert [c.column for c in report.result.columns] == [*numeric, PREDICTION_COLUMN, *categorical]
     assert report.quality_rows == 2000  # every current row has an event time after the champion's cut
     assert report.quality is not None and report.quality.baseline == stationary.promotion_metric
@@ -211,7 +232,8 @@ def test_stationary_stream_refresh_job_reports_no_drift(stationary: Built) -> No
     instance = dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def("refresh_job").execute_in_process(instance=instance)
     assert result.success
-    assert meta(result, "training_set")["changed"]
+    # The spec adapts to drift: the refresh leaves silver's new rows to the next training run.
+    assert DeltaTable(stationary.lake.uri(stationary.spec.name, "training_set")).version() == 0
     m = meta(result)
     assert m["status"] == "compared" and m["dataset_drift"] is False
     # Against the class-balanced sample itself the label would drift; against its source rows nothing does.
@@ -221,6 +243,8 @@ def test_stationary_stream_refresh_job_reports_no_drift(stationary: Built) -> No
     assert m["quality_dropped"] is False and abs(m["quality_drop"]) < stationary.spec.drift.quality_drop
     assert m["quality_metric"] == "auc" and m["quality_baseline"] == stationary.promotion_metric
     assert "| clicked |" in m["columns"]
+    assert (m["watermark"], m["current_end"]) == ((T0 + timedelta(seconds=89.99)).isoformat(),) * 2
+    assert m["current_start"] == (T0 + timedelta(seconds=70)).isoformat()
     (row,) = reports(stationary).to_pylist()
     assert row["report_id"] == m["report_id"] and row["dataset_drift"] is False
     assert Path(m["evidently_report"]).is_file() and row["html_path"] == m["evidently_report"]
@@ -270,6 +294,36 @@ def test_drifted_window_writes_the_report_the_exporter_reads(drifted: Built) -> 
     assert request.run_config == {"ops": {"training_set": {"config": {"recency_half_life_s": half_life}}}}
 
 
+def test_drift_triggered_retraining_takes_rows_with_the_adapted_priorities(drifted: Built) -> None:
+    """The drift report comes first; the retraining's training set then offers silver's new rows with the drift
+    half-life (before, the refresh had already taken them and the retraining offered 0)."""
+    spec = drifted.spec
+    defs, resources = definitions(spec, drifted.lake)
+    instance = dg.DagsterInstance.ephemeral()
+    refresh = defs.resolve_job_def("refresh_job").execute_in_process(instance=instance)
+    assert refresh.success and meta(refresh)["dataset_drift"] is True
+    assert (
+        DeltaTable(drifted.lake.uri(spec.name, "training_set")).version() == 0
+    )  # rows left for the retraining
+    context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+    (request,) = defs.get_sensor_def("retraining_sensor")(context).run_requests
+    half_life = spec.drift.on_drift_recency_half_life_s
+    assert half_life is not None and half_life < spec.sampling.recency_half_life_s
+    # The retraining's first step, with the run config the sensor asked for.
+    result = dg.materialize(
+        [defs.get_assets_def("training_set")],
+        resources=resources,
+        instance=instance,
+        run_config=request.run_config,
+        tags=request.tags,
+    )
+    m = meta(result, "training_set")
+    assert m["adapted_for_drift"] is True and m["recency_half_life_s"] == half_life
+    # Every silver row between the champion's cut (T0 + 59.99 s) and the new one (the watermark T0 + 89.99 s less
+    # the 10 s holdout): rows 6000-7999.
+    assert m["rows_offered"] == 2000 and m["rows_added"] > 0 and m["changed"] is True
+
+
 def test_no_champion_no_report_no_launch(tmp_path: Path) -> None:
     spec, lake = drift_spec(), LakeLocation(str(tmp_path))
     Stream(spec, lake).ingest(500, 10)
@@ -299,7 +353,12 @@ def test_refresh_schedule_skips_while_a_refresh_runs(stationary: Built) -> None:
     assert schedule.cron_schedule == "* * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def("refresh_job")
-    assert {n.name for n in job.nodes} == {"training_set", "drift_report"}
+    assert {n.name for n in job.nodes} == {"drift_report"}  # the demo spec adapts to drift
+    plain = stationary.spec.model_copy(
+        update={"drift": stationary.spec.drift.model_copy(update={"on_drift_recency_half_life_s": None})}
+    )
+    plain_job = definitions(plain, stationary.lake)[0].resolve_job_def("refresh_job")
+    assert {n.name for n in plain_job.nodes} == {"training_set", "drift_report"}
     with dg.instance_for_test() as instance:
         assert isinstance(schedule(dg.build_schedule_context(instance=instance)), dg.RunRequest)
         run = instance.create_run_for_job(job, tags=job.tags, status=dg.DagsterRunStatus.STARTED)

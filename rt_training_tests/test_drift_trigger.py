@@ -11,8 +11,8 @@ import pytest
 
 from rt_training.drift import decide_retraining, detect_drift, quality_drop
 from rt_training.drift.detector import ColumnDrift, DriftResult
-from rt_training.drift.trigger import IN_FLIGHT
-from rt_training.spec.models import DriftPolicy
+from rt_training.drift.trigger import IN_FLIGHT, periodic_due
+from rt_training.spec.models import DriftPolicy, TrainingPolicy
 
 NUMERIC = ["amount", "dwell", "score"]
 CATEGORICAL = ["device", "country"]
@@ -85,8 +85,8 @@ def test_drift_triggers_once_then_cooldown_then_again() -> None:
     assert scheduler.reasons[20].startswith("dataset drift: 3/5 columns drifted (share 0.6 >= 0.5)")
     assert scheduler.reasons[21].endswith(IN_FLIGHT)
     assert scheduler.reasons[22].endswith(IN_FLIGHT)
-    assert scheduler.reasons[23].endswith("cooldown: last retraining 180s ago < 600s")
-    assert scheduler.reasons[29].endswith("cooldown: last retraining 540s ago < 600s")
+    assert scheduler.reasons[23].endswith("cooldown: last retraining 3m of event time ago < 10m")
+    assert scheduler.reasons[29].endswith("cooldown: last retraining 9m of event time ago < 10m")
 
 
 def test_a_long_retraining_blocks_launches_past_the_cooldown() -> None:
@@ -109,7 +109,7 @@ def _drift_result(drifted: list[bool], drift_share: float = 0.5) -> DriftResult:
     ("last_launch_at", "in_flight", "launch", "last_reason"),
     [
         (None, False, True, "dataset drift: 3/5 columns drifted (share 0.6 >= 0.5)"),
-        (880.0, False, False, "cooldown: last retraining 120s ago < 600s"),
+        (880.0, False, False, "cooldown: last retraining 2m of event time ago < 10m"),
         (400.0, False, True, "dataset drift: 3/5 columns drifted (share 0.6 >= 0.5)"),  # exactly 600 s ago
         (100.0, True, False, "retraining already in flight"),
     ],
@@ -192,3 +192,47 @@ def test_quality_not_finite_is_not_a_drop() -> None:
 def test_quality_unknown_metric_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown metric 'f1'"):
         quality_drop("f1", baseline=0.8, recent=0.7, max_drop=0.05)
+
+
+def test_cooldown_counts_event_time_of_a_replay_years_ago() -> None:
+    """A replay of 2009 events: the cooldown is 10 minutes of its event time, whatever the wall clock says."""
+    launched = 1_230_768_000.0  # 2009-01-01T00:00:00Z, the watermark at the last launch
+    policy = DriftPolicy(cooldown_s="10m")
+    drift = _drift_result([True, True, False])
+    held = decide_retraining(
+        now=launched + 599.0, last_launch_at=launched, in_flight=False, policy=policy, drift=drift
+    )
+    assert not held.launch
+    assert held.reasons[-1] == "cooldown: last retraining 599s of event time ago < 10m"
+    over = decide_retraining(
+        now=launched + 600.0, last_launch_at=launched, in_flight=False, policy=policy, drift=drift
+    )
+    assert over.launch and over.reasons == ("dataset drift: 2/3 columns drifted (share 0.667 >= 0.5)",)
+
+
+DAY = 86400.0
+
+
+@pytest.mark.parametrize(
+    ("now", "new_rows", "in_flight", "launch", "reason"),
+    [
+        (29 * DAY, 999, False, False, "not due: 29d of event time < 30d, 999 new rows < 1000"),
+        (30 * DAY, 10, False, True, "30d of event time since the last retraining (30d >= 30d)"),
+        (2 * DAY, 1000, False, True, "1000 new silver rows since the last retraining (>= 1000)"),
+        (31 * DAY, 5, True, False, "30d of event time since the last retraining (31d >= 30d); " + IN_FLIGHT),
+    ],
+)
+def test_periodic_retraining_on_event_time_or_rows(
+    now: float, new_rows: int, in_flight: bool, launch: bool, reason: str
+) -> None:
+    policy = TrainingPolicy(retrain_every_s="30d", retrain_every_rows=1000)
+    decision = periodic_due(policy=policy, now=now, since=0.0, new_rows=new_rows, in_flight=in_flight)
+    assert (decision.launch, decision.reason) == (launch, reason)
+
+
+def test_periodic_retraining_needs_a_setting_and_a_start() -> None:
+    off = periodic_due(policy=TrainingPolicy(), now=1e9, since=0.0, new_rows=10**6, in_flight=False)
+    assert not off.launch and off.reason.startswith("no periodic retraining")
+    rows_only = TrainingPolicy(retrain_every_rows=100)
+    first = periodic_due(policy=rows_only, now=1e9, since=None, new_rows=None, in_flight=False)
+    assert not first.launch and first.reason == "not due: no champion and no retraining launched yet"

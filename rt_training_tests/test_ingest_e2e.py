@@ -464,7 +464,9 @@ def test_a_retry_after_silver_committed_routes_by_the_first_attempts_watermark(
     from rt_training_tests.clean_support import event
 
     base = spec_for(topic)
-    spec = base.model_copy(update={"time": base.time.model_copy(update={"max_lateness": 600.0})})
+    spec = base.model_copy(
+        update={"time": base.time.model_copy(update={"max_lateness": 600.0, "allowed_lateness": 0.0})}
+    )
     noon_ms = 1_551_441_600_000  # 2019-03-01T12:00:00Z
     minute = 60_000
     first = [event(event_id=f"a-{i}", event_time=noon_ms - i * minute) for i in range(3)]

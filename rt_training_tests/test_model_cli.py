@@ -33,7 +33,7 @@ def checkpoint(spec, directory: Path, auc: float, seed: int) -> Candidate:
 
 @pytest.fixture
 def lake(tmp_path: Path) -> tuple[Path, ModelRegistry, list[Candidate]]:
-    """Three registered checkpoints; the first two were promoted in turn."""
+    """Three registered checkpoints; the first promoted by hand, the second by the gate."""
     spec = load_spec()
     registry = ModelRegistry(tmp_path / spec.name / "model_registry")
     made = [
@@ -43,7 +43,7 @@ def lake(tmp_path: Path) -> tuple[Path, ModelRegistry, list[Candidate]]:
     for c in made:
         registry.register(c)
     registry.promote(made[0].checkpoint_id, "gate: first")
-    registry.promote(made[1].checkpoint_id, "gate: better")
+    registry.promote(made[1].checkpoint_id, "gate: better", metric_value=0.71, champion_metric_value=0.69)
     return tmp_path, registry, made
 
 
@@ -61,7 +61,9 @@ def test_list_shows_every_event_and_marks_the_champion(lake) -> None:
     assert [e[3] for e in events] == ["registered"] * 3 + ["promoted", "promoted"]
     marked = [e for e in events if e[4] == "*"]
     assert [e[5] for e in marked] == [made[1].checkpoint_id] * 2
-    assert "auc=0.7200" in lines[5] and lines[5].endswith("gate: better")
+    # Registrations and hand promotions carry the validation metric; the gate's decisions the held-out one.
+    assert "auc=0.7000 (validation)" in lines[1] and "auc=0.7000 (validation)" in lines[4]
+    assert "auc=0.7100 (held-out)" in lines[5] and lines[5].endswith("gate: better")
     assert lines[-1] == f"champion: {made[1].checkpoint_id}"
 
 

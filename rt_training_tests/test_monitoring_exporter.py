@@ -84,6 +84,10 @@ def test_snapshot_reads_every_table_exactly(spec: PipelineSpec, tmp_path: Path) 
         {0.5: to_base + 20.0, 0.95: to_base + 29.0}, abs=1e-6
     )
 
+    silver_times = DeltaTable(base / "silver").to_pyarrow_table(columns=[spec.time_field]).column(0)
+    newest = max(t.timestamp() for t in silver_times.to_pylist())
+    assert snap.watermark == pytest.approx(newest - spec.time.allowed_lateness)
+
     assert snap.drift == DriftSummary(
         report_id="r2",
         created_at=EVENT_BASE.timestamp() + 3600.0,
@@ -104,9 +108,10 @@ def test_model_metrics_follow_the_registry(spec: PipelineSpec, tmp_path: Path) -
 
     # c2 was promoted then rolled back: c1 (holdout auc 0.72 at its promotion) is champion again.
     assert registry.champion().checkpoint_id == "c1"
+    # Each metric is labelled with where it was measured: the gate's held-out window or the validation split.
     assert snap.model_metrics == {
-        "champion": {"auc": 0.72, "val_auc": 0.71, "val_loss": 0.5},
-        "candidate": {"auc": 0.58, "val_auc": 0.61},
+        "champion": {"holdout": {"auc": 0.72}, "validation": {"val_auc": 0.71, "val_loss": 0.5}},
+        "candidate": {"holdout": {"auc": 0.58}, "validation": {"val_auc": 0.61}},
     }
     last_promoted = [e for e in registry.history() if e.event == "promoted"][-1]
     assert last_promoted.checkpoint_id == "c2"
@@ -173,15 +178,19 @@ def test_exporter_text_has_every_series(spec: PipelineSpec, tmp_path: Path) -> N
         assert samples[_key("rt_training_last_commit_timestamp_seconds", table=table)] == ts
     for q, seconds in snap.event_to_silver_latency.items():
         assert samples[_key("rt_training_event_to_silver_latency_seconds", quantile=str(q))] == seconds
+    assert samples[_key("rt_training_event_time_watermark_seconds")] == snap.watermark
     assert samples[_key("rt_training_drift_share")] == 0.5
     assert samples[_key("rt_training_drifted_columns")] == 1
     assert samples[_key("rt_training_dataset_drift")] == 1
     assert samples[_key("rt_training_drift_report_timestamp_seconds")] == EVENT_BASE.timestamp() + 3600
     assert samples[_key("rt_training_column_drift_score", column="price")] == 0.001
     assert samples[_key("rt_training_column_drift_score", column="device")] == 0.2
-    assert samples[_key("rt_training_model_metric", role="champion", metric="auc")] == 0.72
-    assert samples[_key("rt_training_model_metric", role="candidate", metric="auc")] == 0.58
-    assert samples[_key("rt_training_model_metric", role="candidate", metric="val_auc")] == 0.61
+    assert samples[_key("rt_training_model_metric", role="champion", split="holdout", metric="auc")] == 0.72
+    assert samples[_key("rt_training_model_metric", role="candidate", split="holdout", metric="auc")] == 0.58
+    assert (
+        samples[_key("rt_training_model_metric", role="candidate", split="validation", metric="val_auc")]
+        == 0.61
+    )
     assert samples[_key("rt_training_last_promotion_timestamp_seconds")] == snap.last_promotion_time
     assert samples[_key("rt_training_training_samples_per_second")] == 1500.0
     assert samples[_key("rt_training_run_failures_total", job="retraining_job")] == 2

@@ -243,7 +243,7 @@ def populated_snapshot() -> PipelineSnapshot:
         drift=DriftSummary(
             "r", 1.7e9, 0.5, 1, True, (ColumnDrift("price", "K-S p_value", 0.01, 0.05, True),)
         ),
-        model_metrics={"champion": {"auc": 0.7}, "candidate": {"auc": 0.6}},
+        model_metrics={"champion": {"holdout": {"auc": 0.7}}, "candidate": {"validation": {"auc": 0.6}}},
         last_promotion_time=1.7e9,
         training_samples_per_second=1000.0,
         run_failures={"retraining_job": 1},

@@ -249,17 +249,18 @@ def test_rebuilding_with_the_old_spec_restores_the_first_rebuild(lake, spec) -> 
     day_a = of_day(lake.table("silver"), DAY_A, "_ingested_at")
     top = pc.max(day_a.column("event_time")).as_py()
     assert first.reference is not None and first.reference.max_event_time == top
-    since = top - timedelta(seconds=spec.ingest.dedup_history_s)
+    watermark = top - timedelta(seconds=spec.time.allowed_lateness)
+    since = watermark - timedelta(seconds=spec.ingest.dedup_history_s)
     in_history = day_a.filter(
         pc.greater_equal(pc.field("event_time"), pa.scalar(since, pa.timestamp("us", "UTC")))
     )
     assert in_history.num_rows == day_a.num_rows
     assert first.history_ids == second.history_ids == day_a.num_rows
-    # A shorter history keeps only the newest seconds of event time.
+    # A shorter history keeps only the seconds of event time before the watermark, and every row after it.
     short = spec.model_copy(update={"ingest": spec.ingest.model_copy(update={"dedup_history_s": 5.0})})
     newest = day_a.filter(
         pc.greater_equal(
-            pc.field("event_time"), pa.scalar(top - timedelta(seconds=5), pa.timestamp("us", "UTC"))
+            pc.field("event_time"), pa.scalar(watermark - timedelta(seconds=5), pa.timestamp("us", "UTC"))
         )
     )
     assert 0 < newest.num_rows < day_a.num_rows

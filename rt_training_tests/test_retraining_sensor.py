@@ -1,4 +1,7 @@
-"""retraining_sensor against real drift_reports tables and a real Dagster instance."""
+"""retraining_sensor against real drift_reports and silver tables and a real Dagster instance.
+
+The cooldown counts on event time: silver's events are from 2009, the wall clock says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from rt_training.defs.factory import build_definitions
 from rt_training.defs.resources import KafkaResource, LakeResource
@@ -16,6 +21,7 @@ from rt_training.ingest.batch import LakeLocation
 from rt_training.spec import load_spec
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
+EVENTS = datetime(2009, 1, 1, tzinfo=UTC)
 
 
 def report(i: int, drift: bool, quality_dropped: bool | None = None) -> dict:
@@ -43,15 +49,27 @@ def report(i: int, drift: bool, quality_dropped: bool | None = None) -> dict:
 @pytest.fixture
 def setup(tmp_path: Path):
     spec = load_spec()
-    spec = spec.model_copy(update={"drift": spec.drift.model_copy(update={"cooldown_s": 3600})})
+    spec = spec.model_copy(
+        update={
+            "drift": spec.drift.model_copy(update={"cooldown_s": 3600}),
+            "time": spec.time.model_copy(update={"allowed_lateness": 0.0}),
+        }
+    )
     resources = {
         "kafka": KafkaResource(bootstrap_servers="127.0.0.1:1"),
         "lake": LakeResource(root=str(tmp_path)),
     }
     defs = build_definitions(spec, resources)
     instance = dg.DagsterInstance.ephemeral()
-    uri = LakeLocation(str(tmp_path)).uri(spec.name, "drift_reports")
-    return spec, defs, instance, resources, uri
+    lake = LakeLocation(str(tmp_path))
+    events_at(lake, spec, 0)
+    return spec, defs, instance, resources, lake.uri(spec.name, "drift_reports")
+
+
+def events_at(lake: LakeLocation, spec, seconds: float) -> None:
+    """Append one silver row whose event time is ``seconds`` after EVENTS (the watermark moves there)."""
+    when = pa.array([EVENTS + timedelta(seconds=seconds)], pa.timestamp("us", tz="UTC"))
+    write_deltalake(lake.uri(spec.name, "silver"), pa.table({spec.time_field: when}), mode="append")
 
 
 def tick(defs, instance, resources, cursor):
@@ -99,15 +117,24 @@ def test_launches_on_drift_with_reason_then_cooldown_and_in_flight_hold(setup) -
     for record in instance.get_run_records():
         instance.delete_run(record.dagster_run.run_id)
     result, cursor = tick(defs, instance, resources, cursor)
-    assert isinstance(result, dg.SkipReason) and "cooldown: last retraining" in result.skip_message
-    # The cooldown over (the last launch an hour and a second ago), the held-back report launches once.
+    assert isinstance(result, dg.SkipReason)
+    assert "cooldown: last retraining 0s of event time ago < 1h" in result.skip_message
     state = json.loads(cursor)
-    assert state["last_report"] == "r2"
-    cursor = json.dumps({**state, "last_launch_at": state["last_launch_at"] - 3601})
+    assert state == {"last_report": "r2", "last_launch_watermark": EVENTS.timestamp()}
+    assert request.tags["rt_training/launch_watermark"] == f"{EVENTS.timestamp():.6f}"
+    # 59 minutes of events later (whatever the wall clock did), still cooling down.
+    lake = LakeLocation(str(resources["lake"].root))
+    events_at(lake, _spec, 3540)
+    result, cursor = tick(defs, instance, resources, cursor)
+    assert isinstance(result, dg.SkipReason)
+    assert "cooldown: last retraining 59m of event time ago < 1h" in result.skip_message
+    # An hour of event time after the launch, the held-back report launches once.
+    events_at(lake, _spec, 3600)
     result, cursor = tick(defs, instance, resources, cursor)
     assert isinstance(result, dg.SensorResult) and result.run_requests[0].run_key == "retrain-r3"
     result, cursor = tick(defs, instance, resources, cursor)
     assert isinstance(result, dg.SkipReason) and "r3 already considered" in result.skip_message
+    assert json.loads(cursor)["last_launch_watermark"] == EVENTS.timestamp() + 3600
 
 
 def test_quality_drop_launches_without_data_drift(setup) -> None:
@@ -126,3 +153,60 @@ def test_on_drift_the_training_set_shifts_toward_recent_data(setup) -> None:
     result, _ = tick(defs, instance, resources, None)
     config = result.run_requests[0].run_config["ops"]["training_set"]["config"]
     assert config == {"recency_half_life_s": half_life}
+
+
+def test_periodic_retraining_every_rows_or_day_of_event_time(tmp_path: Path) -> None:
+    spec = load_spec()
+    spec = spec.model_copy(
+        update={
+            "training": spec.training.model_copy(
+                update={"retrain_every_s": 86400.0, "retrain_every_rows": 3}
+            ),
+            "time": spec.time.model_copy(update={"allowed_lateness": 0.0}),
+        }
+    )
+    resources = {
+        "kafka": KafkaResource(bootstrap_servers="127.0.0.1:1"),
+        "lake": LakeResource(root=str(tmp_path)),
+    }
+    defs = build_definitions(spec, resources)
+    instance = dg.DagsterInstance.ephemeral()
+    lake = LakeLocation(str(tmp_path))
+
+    def periodic() -> dg.SensorResult | dg.SkipReason:
+        context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+        return defs.get_sensor_def("periodic_retraining_sensor")(context)
+
+    skipped = periodic()
+    assert (
+        isinstance(skipped, dg.SkipReason)
+        and skipped.skip_message == "silver has no rows, so no watermark yet"
+    )
+    events_at(lake, spec, 0)
+    skipped = periodic()
+    assert skipped.skip_message == "not due: no champion and no retraining launched yet"
+    job = defs.resolve_job_def("retraining_job")
+    launched = {
+        "rt_training/launch_watermark": f"{EVENTS.timestamp():.6f}",
+        "rt_training/pipeline": spec.name,
+    }
+    instance.create_run_for_job(job, tags=launched, status=dg.DagsterRunStatus.SUCCESS)
+    events_at(lake, spec, 3600)
+    assert periodic().skip_message == "not due: 1h of event time < 1d, 1 new rows < 3"
+    events_at(lake, spec, 7200)
+    events_at(lake, spec, 10800)
+    result = periodic()
+    assert isinstance(result, dg.SensorResult)
+    (request,) = result.run_requests
+    assert (
+        request.tags["rt_training/trigger_reason"]
+        == "periodic: 3 new silver rows since the last retraining (>= 3)"
+    )
+    assert request.tags["rt_training/launch_watermark"] == f"{EVENTS.timestamp() + 10800:.6f}"
+    assert request.run_key == f"periodic-{EVENTS.timestamp():.6f}" and request.run_config == {}
+    # That retraining in flight: a day of event time later the period is due but waits for it.
+    instance.create_run_for_job(job, tags=request.tags, status=dg.DagsterRunStatus.STARTED)
+    events_at(lake, spec, 10800 + 86400)
+    assert periodic().skip_message == (
+        "1d of event time since the last retraining (1d >= 1d); retraining already in flight"
+    )

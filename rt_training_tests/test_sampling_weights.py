@@ -145,3 +145,24 @@ def test_decayed_class_balance_tracks_a_changing_mix_in_a_time_biased_sample() -
         r.update(np.arange(lo, min(lo + 50_000, n)), times[sl], balancer.weights(labels[sl]))
     share = labels[r.members].mean()
     assert abs(share - 0.5) < 0.089, share
+
+
+def test_weighted_recency_on_an_in_order_stream_counts_from_the_cut() -> None:
+    """A seeded in-order stream offered in one-minute batches, as a refresh offers it: against each batch's cut
+    the ratio of two rows' weights is exactly 2^(-(age difference) / half-life); against the newest row seen it
+    was about 1 inside every batch."""
+    rng = np.random.default_rng(7)
+    times = np.sort(rng.uniform(0.0, 3600.0, 600)) + 1_230_768_000.0  # an hour of 2009, in order
+    half_life = 600.0
+    weighting = PolicyWeights(SamplingPolicy(strategy="weighted", recency_half_life_s=half_life))
+    for start in range(0, 600, 100):
+        batch = times[start : start + 100]
+        cut = float(batch[-1]) + 120.0  # the cut is a little after the batch's newest row
+        w = weighting.weights(None, batch, reference_time=cut)
+        np.testing.assert_allclose(w, np.exp2(-(cut - batch) / half_life), rtol=1e-12)
+        np.testing.assert_allclose(w[0] / w[-1], np.exp2(-(batch[-1] - batch[0]) / half_life), rtol=1e-12)
+    # The whole hour offered at once (a retraining after a drift report): a row 2 half-lives older weighs 1/4.
+    once = PolicyWeights(SamplingPolicy(strategy="weighted", recency_half_life_s=half_life))
+    w = once.weights(None, np.array([0.0, 1200.0]) + times[0], reference_time=times[0] + 1200.0)
+    np.testing.assert_array_equal(w, [0.25, 1.0])
+    assert once.clock == times[0] + 1200.0  # the clock still follows the newest event time seen

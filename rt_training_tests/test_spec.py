@@ -92,6 +92,15 @@ _DELETE = object()
         ("ingest.on_data_loss", "ignore", "ingest.on_data_loss", "Input should be 'fail' or 'skip'"),
         ("drift.drift_share", 1.5, "drift.drift_share", "less than or equal to 1"),
         ("label", _DELETE, "label", "Field required"),
+        (
+            "sampling.strategy",
+            "time_biased",
+            "<root>",
+            "drift.on_drift_recency_half_life_s (10m) cannot act with sampling.strategy 'time_biased'",
+        ),
+        ("sampling.strategy", "uniform", "<root>", "or remove drift.on_drift_recency_half_life_s"),
+        ("training.retrain_every_s", "0s", "training.retrain_every_s", "greater than 0"),
+        ("training.retrain_every_rows", 0, "training.retrain_every_rows", "greater than or equal to 1"),
     ],
 )
 def test_invalid_spec_names_field(demo_dict: dict, path: str, value: Any, field: str, message: str) -> None:
@@ -144,3 +153,12 @@ def test_a_second_spec_with_other_fields_is_valid() -> None:
     )
     assert spec.label.kind == "regression"
     assert spec.model.builtin == "mlp"
+
+
+def test_periodic_retraining_settings_take_durations(demo_dict: dict) -> None:
+    demo_dict["training"].update(retrain_every_s="30d", retrain_every_rows=50_000)
+    spec = parse_spec(demo_dict, "test.yaml")
+    assert (spec.training.retrain_every_s, spec.training.retrain_every_rows) == (30 * 86400.0, 50_000)
+    demo_dict["sampling"]["strategy"] = "time_biased"
+    demo_dict["drift"]["on_drift_recency_half_life_s"] = None
+    assert parse_spec(demo_dict, "test.yaml").sampling.strategy == "time_biased"

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import json
-import math
 
 import pytest
 import torch
@@ -23,7 +22,7 @@ from rt_training.training.checkpoints import (
     state_digest,
 )
 from rt_training.training.data import read_training_set, read_training_table, tensors_from_arrow
-from rt_training.training.gate import decide, run_gate
+from rt_training.training.gate import run_gate
 from rt_training.training.loop import train
 from rt_training.training.registry import Candidate, ModelRegistry, RegistryError
 from rt_training.training.teacher import LinearTeacher
@@ -111,20 +110,6 @@ def test_load_uses_weights_only(tmp_path):
         load_checkpoint(tmp_path / "odd.pt")
 
 
-def test_gate_rule():
-    assert decide("auc", 0.80, 0.79, 0.0, 100).promote
-    assert decide("auc", 0.79, 0.79, 0.0, 100).promote  # a tie promotes the fresher model
-    worse = decide("auc", 0.78, 0.79, 0.0, 100)
-    assert not worse.promote and "worse by 0.01" in worse.reason
-    assert decide("auc", 0.785, 0.79, 0.01, 100).promote  # within tolerance
-    assert decide("log_loss", 0.40, 0.45, 0.0, 100).promote  # lower is better
-    assert not decide("rmse", 1.2, 1.0, 0.1, 100).promote
-    first = decide("auc", 0.7, None, 0.0, 100)
-    assert first.promote and "no champion" in first.reason
-    assert not decide("auc", math.nan, None, 0.0, 100).promote
-    assert not decide("auc", 0.9, None, 0.0, 0).promote
-
-
 def test_registry_gate_promotion_rejection_rollback_and_fallback(world, tmp_path):
     spec, _, models, holdout = world
     registry = ModelRegistry.for_pipeline(tmp_path / "lake", spec.name)
@@ -143,15 +128,30 @@ def test_registry_gate_promotion_rejection_rollback_and_fallback(world, tmp_path
         record(f"ckpt-{name}", decision.reason, decision.candidate_metric, decision.champion_metric)
         return decision
 
-    # 1. First candidate, no champion: promoted because its metric is finite.
+    # 0. Too few held-out rows, or too short a span of event time: refused before any comparison.
     offer("weak")
-    assert gate_and_record("weak", None).promote
+    few = run_gate(spec, models["weak"].model, None, holdout.slice(0, 150))
+    assert not few.promote and "fewer than training.min_holdout_rows (200)" in few.reason
+    short_spec = make_spec(min_holdout_span_s=300.0, holdout_window_s=600.0)
+    short = run_gate(short_spec, models["weak"].model, None, holdout)
+    assert not short.promote and short.holdout_span_s == pytest.approx(199.9)
+    assert "spans 199.9s of event time, less than training.min_holdout_span_s (5m)" in short.reason
+
+    # 1. First candidate, no champion: promoted because it beats the trivial baseline (AUC 0.5) by the margin.
+    first = gate_and_record("weak", None)
+    assert first.promote and first.baseline_metric == 0.5 and first.ci_versus == "baseline"
+    assert first.candidate_metric > 0.5 + spec.training.first_champion_margin and first.ci_low > 0
     assert registry.champion().checkpoint_id == "ckpt-weak"
+    assert registry.history()[-1].lineage["metric_split"] == "holdout"
 
     # 2. A better candidate is promoted.
     good = offer("good")
     decision = gate_and_record("good", "weak")
     assert decision.promote and decision.candidate_metric > decision.champion_metric
+    # Clearly better on the same rows: the paired bootstrap CI of the gain is above 0.
+    assert decision.ci_versus == "champion" and 0 < decision.ci_low < decision.ci_high
+    gain = decision.candidate_metric - decision.champion_metric
+    assert decision.ci_low < gain < decision.ci_high
     assert registry.champion().checkpoint_id == "ckpt-good"
 
     # 3. A worse candidate (trained on another hidden model) is rejected, with the reason recorded.

@@ -78,6 +78,13 @@ def test_torchrun_two_ranks_train_in_sync_and_write_one_checkpoint(job):
     assert lineage["code_version"]["package"] == "0.1.0"
     gate = result["gate"]
     assert gate["holdout_rows"] == 1000 and gate["promote"] and gate["candidate_metric"] > 0.7
+    # The first champion is held to the trivial baseline (AUC 0.5) with a paired bootstrap CI of its gain.
+    assert gate["baseline_metric"] == 0.5 and gate["holdout_span_s"] == pytest.approx(99.9)
+    assert gate["ci_versus"] == "baseline" and gate["ci_samples"] == 200 and gate["ci_confidence"] == 0.95
+    assert 0.01 < gate["ci_low"] < gate["candidate_metric"] - 0.5 < gate["ci_high"]
+    assert "trivial baseline 0.5" in gate["reason"] and "95% CI of the gain" in gate["reason"]
+    assert result["metrics"]["holdout_auc"] == gate["candidate_metric"]
+    assert result["metrics"]["holdout_baseline_auc"] == 0.5
     # 1,800 training rows, global batch 512 = 256 per rank: 900 rows per rank -> 4 steps per epoch.
     assert result["train"]["steps"] == 4 * result["train"]["epochs"]
 

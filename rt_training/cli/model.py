@@ -43,9 +43,14 @@ def _registry(spec: PipelineSpec, lake: str | None) -> ModelRegistry:
 
 
 def _metric(event: RegistryEvent) -> str:
+    """``auc=0.7200 (validation)`` or ``(held-out)``: the training run's validation split, or the gate's window."""
+    from rt_training.training.metrics import HOLDOUT, metric_split
+
     if event.metric_value is None or not math.isfinite(event.metric_value):
         return "-"
-    return f"{event.metric_name}={event.metric_value:.4f}"
+    split = metric_split(event.event, event.lineage)
+    where = {None: "", HOLDOUT: " (held-out)"}.get(split, f" ({split})")
+    return f"{event.metric_name}={event.metric_value:.4f}{where}"
 
 
 @click.group()
@@ -57,7 +62,11 @@ def model() -> None:
 @_spec_option
 @_lake_option
 def list_models(spec_path: str | None, lake: str | None) -> None:
-    """Every registry event, oldest first; '*' marks the current champion's checkpoint."""
+    """Every registry event, oldest first; '*' marks the current champion's checkpoint.
+
+    A metric is labelled ``(validation)`` when the training run measured it on its validation split (a
+    registration, a hand promotion) and ``(held-out)`` when the gate measured it on the held-out window.
+    """
     spec = _load(spec_path)
     registry = _registry(spec, lake)
     history = registry.history()
@@ -67,13 +76,13 @@ def list_models(spec_path: str | None, lake: str | None) -> None:
     champion = registry.champion()
     current = None if champion is None else champion.checkpoint_id
     click.echo(
-        f"{'seq':>4}  {'time (UTC)':19}  {'event':11}  {'':1} {'checkpoint':34}  {'metric':16}  reason"
+        f"{'seq':>4}  {'time (UTC)':19}  {'event':11}  {'':1} {'checkpoint':34}  {'metric':29}  reason"
     )
     for e in history:
         mark = "*" if e.checkpoint_id == current else ""
         when = e.timestamp.strftime("%Y-%m-%d %H:%M:%S")
         click.echo(
-            f"{e.seq:>4}  {when:19}  {e.event:11}  {mark:1} {e.checkpoint_id:34}  {_metric(e):16}  {e.reason}"
+            f"{e.seq:>4}  {when:19}  {e.event:11}  {mark:1} {e.checkpoint_id:34}  {_metric(e):29}  {e.reason}"
         )
     click.echo(f"champion: {current or 'none'}")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from rt_training.defs import drift, ingest, maintenance, observability, rebuild, training
+from rt_training.defs import drift, ingest, maintenance, observability, periodic, rebuild, training
 from rt_training.defs.resources import KafkaResource, LakeResource
 from rt_training.spec import PipelineSpec
 
@@ -18,6 +18,7 @@ PARTS = (
     ingest.definitions,
     training.definitions,
     drift.definitions,
+    periodic.definitions,
     observability.definitions,
     maintenance.definitions,
     rebuild.definitions,

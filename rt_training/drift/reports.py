@@ -2,7 +2,7 @@
 
 Reference
     The silver rows the champion's training set was drawn from: silver at the version its training-set snapshot
-    read, the newest ``drift.window_rows`` rows ingested up to that snapshot's cut. The champion's lineage names
+    read, the ``drift.window_rows`` rows with the newest event times at or before that snapshot's cut. The champion's lineage names
     the snapshot (``training_set_uri``, ``training_set_version``) and the snapshot's commit names the silver
     version and the cut, so the reference is exact and can be read again by Delta time travel. Not the
     snapshot's own rows: the sampler balances classes, weights by recency and by the champion's loss and mixes
@@ -10,8 +10,11 @@ Reference
     on the demo stream (20% positive labels): against fresh rows of the same stationary stream, a class-balanced
     sample flags the label and two numeric features as drifted; the silver rows it was drawn from flag none.
 Current
-    The newest ``drift.window_rows`` silver rows by ``_ingested_at``, or every row of the last
-    ``drift.window_s`` seconds when that is set.
+    On event time, against the pipeline's watermark (:mod:`rt_training.eventtime`) at the newest silver version:
+    every row with event time in ``(watermark - drift.window_s, watermark]`` when ``window_s`` is set, else the
+    ``drift.window_rows`` rows with the newest event times at or before the watermark. Not by ingestion time: a
+    backfill or a replay ingests a month of events in minutes, and its newest-ingested rows are not its newest
+    events. The bounds (the watermark, the window's first and last event time) are stored with the report.
 Columns
     The spec's numeric features and its categorical features with a vocabulary, by their raw schema values; the
     label (categorical for a binary label, numeric otherwise); and the champion's prediction on each row
@@ -20,7 +23,7 @@ Columns
     differ between two windows, so a chi-squared or Jensen-Shannon verdict on them says nothing.
 Quality
     The champion's ``training.metric`` on the current rows whose event time is after its training set's cut
-    (rows it never trained on) against the metric recorded when it was promoted, through
+    (rows it never trained on; the report stores that cut as ``quality_after``) against the metric recorded when it was promoted, through
     :func:`rt_training.drift.quality.quality_drop` with ``drift.quality_drop``. With fewer than
     :data:`MIN_QUALITY_ROWS` such rows there is no quality signal (the metric would be mostly noise).
 
@@ -42,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rt_training.lake.tables import UTC_US, is_object_store, open_table
+from rt_training.spec.durations import format_duration
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -53,7 +57,7 @@ if TYPE_CHECKING:
     from rt_training.drift.quality import QualitySignal
     from rt_training.ingest.batch import LakeLocation
     from rt_training.spec import PipelineSpec
-    from rt_training.training.registry import LoadedChampion
+    from rt_training.training.registry import LoadedChampion, RegistryEvent
 
 DRIFT_REPORTS_TABLE = "drift_reports"
 HTML_FOLDER = "drift_reports_html"
@@ -61,7 +65,6 @@ PREDICTION_COLUMN = "_prediction"
 """The champion's output on each row of both windows: one more numeric column to compare."""
 MIN_QUALITY_ROWS = 500
 """Fewest unseen labelled rows to score the champion on (AUC on 500 rows at a 20% base rate: about +-0.02)."""
-INGESTED_AT = "_ingested_at"
 
 DRIFT_REPORTS_SCHEMA = pa.schema(
     [
@@ -77,11 +80,18 @@ DRIFT_REPORTS_SCHEMA = pa.schema(
         ("summary", pa.string()),
         ("champion_id", pa.string()),
         ("quality_json", pa.string()),
+        ("watermark", UTC_US),
+        ("current_start", UTC_US),
+        ("current_end", UTC_US),
+        ("quality_after", UTC_US),
     ]
 )
 """One row per drift report. ``reference_version`` is the champion's training-set version; ``columns_json``
 lists ``{column, stattest, score, threshold, drifted}``; ``quality_json`` is a
-:meth:`~rt_training.drift.quality.QualitySignal.to_dict` or null."""
+:meth:`~rt_training.drift.quality.QualitySignal.to_dict` or null. Event time: ``watermark`` is the pipeline's
+watermark the report was made at, ``current_start``/``current_end`` the oldest and newest event time in the
+current window, ``quality_after`` the champion's cut (quality is scored on current rows after it); these four
+are null in rows written before they existed. ``created_at`` is the wall-clock time of the check."""
 
 
 class NothingToCompare(LookupError):
@@ -99,6 +109,8 @@ class StoredReport:
     text: str
     champion_id: str | None
     quality: dict[str, Any] | None
+    watermark: datetime | None = None
+    """The event-time watermark the report was made at (``None`` in rows written before it was recorded)."""
 
     def summary(self) -> str:
         """The detector's one-line summary, as :meth:`DriftResult.summary` gave it."""
@@ -127,6 +139,8 @@ class DriftReport:
     quality: QualitySignal | None
     quality_rows: int
     """Current rows after the champion's cut, the ones its quality was scored on."""
+    watermark: datetime
+    """The event-time watermark of silver the current window was cut against."""
     numeric_columns: list[str]
     categorical_columns: list[str]
     reference_rows: pa.Table
@@ -161,35 +175,36 @@ def newest_rows(
     table: DeltaTable,
     columns: list[str],
     *,
+    by: str,
     count: int | None = None,
     upto: datetime | None = None,
     since: datetime | None = None,
 ) -> pa.Table:
-    """Rows of ``table`` (at its loaded version) by ``_ingested_at``: the newest ``count`` up to ``upto``, or all
-    ingested after ``since``; newest first.
+    """Rows of ``table`` (at its loaded version) by the timestamp column ``by``: the newest ``count`` with ``by``
+    at or before ``upto``, and/or all with ``by`` after ``since``; newest first.
 
-    Only files whose ingestion-time statistics can hold such rows are read: the newest files that together hold
-    ``count`` rows fix a lower bound on the answer's ingestion times, and the Delta dataset skips every file
-    below it. A table without statistics is read whole.
+    Only files whose statistics of ``by`` can hold such rows are read: the newest files that together hold
+    ``count`` rows fix a lower bound on the answer's times, and the Delta dataset skips every file below it.
+    A table without statistics is read whole.
     """
     where = pc.scalar(True)
     if upto is not None:
-        where = where & (pc.field(INGESTED_AT) <= pa.scalar(upto, UTC_US))
+        where = where & (pc.field(by) <= pa.scalar(upto, UTC_US))
     if since is not None:
-        where = where & (pc.field(INGESTED_AT) > pa.scalar(since, UTC_US))
+        where = where & (pc.field(by) > pa.scalar(since, UTC_US))
     if count is not None:
-        bound = _lower_bound(table, count, upto)
+        bound = _lower_bound(table, by, count, upto)
         if bound is not None:
-            where = where & (pc.field(INGESTED_AT) >= pa.scalar(bound, UTC_US))
-    rows = table.to_pyarrow_dataset().to_table(columns=[*columns, INGESTED_AT], filter=where)
-    order = pc.sort_indices(rows, sort_keys=[(INGESTED_AT, "descending")])
+            where = where & (pc.field(by) >= pa.scalar(bound, UTC_US))
+    rows = table.to_pyarrow_dataset().to_table(columns=list(dict.fromkeys([*columns, by])), filter=where)
+    order = pc.sort_indices(rows, sort_keys=[(by, "descending")])
     return rows.take(order if count is None else order[:count])
 
 
-def _lower_bound(table: DeltaTable, count: int, upto: datetime | None) -> datetime | None:
-    """The oldest ingestion time among the newest files (entirely up to ``upto``) that hold ``count`` rows."""
+def _lower_bound(table: DeltaTable, by: str, count: int, upto: datetime | None) -> datetime | None:
+    """The oldest ``by`` among the newest files (entirely up to ``upto``) that hold ``count`` rows."""
     actions = pa.table(table.get_add_actions(flatten=True))
-    low, high = f"min.{INGESTED_AT}", f"max.{INGESTED_AT}"
+    low, high = f"min.{by}", f"max.{by}"
     if actions.num_rows == 0 or low not in actions.column_names or high not in actions.column_names:
         return None
     if actions.column(low).null_count or actions.column(high).null_count:
@@ -207,14 +222,13 @@ def _lower_bound(table: DeltaTable, count: int, upto: datetime | None) -> dateti
     return None
 
 
-def champion_reference(spec: PipelineSpec, lake: LakeLocation, champion: LoadedChampion) -> Reference:
-    """The champion's training-set snapshot (from its lineage) and that snapshot's silver version and cut."""
+def champion_reference(spec: PipelineSpec, lake: LakeLocation, entry: RegistryEvent) -> Reference:
+    """The training-set snapshot of the champion ``entry`` (from its lineage), its silver version and cut."""
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
     from rt_training.sampling.training_set import COMMIT_KEY
 
-    entry = champion.entry
     lineage = entry.lineage
     uri, version = lineage.get("training_set_uri"), lineage.get("training_set_version")
     if uri is None or version is None:
@@ -270,11 +284,12 @@ def compute_drift_report(
 
     from rt_training.drift.detector import detect_drift
     from rt_training.drift.quality import quality_drop
+    from rt_training.eventtime.clock import event_clock
     from rt_training.training.checkpoints import restore_model
     from rt_training.training.data import columns_needed, tensors_from_arrow
     from rt_training.training.loop import evaluate
 
-    reference = champion_reference(spec, lake, champion)
+    reference = champion_reference(spec, lake, champion.entry)
     numeric, categorical = drift_columns(spec)
     read = list(dict.fromkeys([*numeric, *categorical, *columns_needed(spec), spec.time_field]))
     options = dict(lake.storage_options) if lake.storage_options else None
@@ -286,27 +301,32 @@ def compute_drift_report(
             f"silver {silver_uri} version {reference.silver_version} (read by champion "
             f"{reference.champion_id}'s training set) cannot be loaded: {exc}"
         ) from exc
-    ref = newest_rows(at_training, read, count=spec.drift.window_rows, upto=reference.cut)
+    by = spec.time_field
+    ref = newest_rows(at_training, read, by=by, count=spec.drift.window_rows, upto=reference.cut)
     if ref.num_rows == 0:
         raise NothingToCompare(
-            f"silver {silver_uri} version {reference.silver_version} has no rows ingested up to "
+            f"silver {silver_uri} version {reference.silver_version} has no rows with event time up to "
             f"{reference.cut.isoformat()} (champion {reference.champion_id}'s training-set cut)"
         )
     latest = open_table(silver_uri, options)
-    if latest is None:
-        raise NothingToCompare(f"no silver table at {silver_uri}")
+    clock = event_clock(spec, latest)
+    watermark = clock.watermark
+    if latest is None or watermark is None:
+        raise NothingToCompare(f"no silver rows at {silver_uri}")
     window = spec.drift.window_s
     if window is None:
-        cur = newest_rows(latest, read, count=spec.drift.window_rows)
+        cur = newest_rows(latest, read, by=by, count=spec.drift.window_rows, upto=watermark)
     else:
-        cur = newest_rows(latest, read, since=now - timedelta(seconds=window))
+        cur = newest_rows(latest, read, by=by, upto=watermark, since=watermark - timedelta(seconds=window))
     if cur.num_rows == 0:
         span = (
-            ""
+            f"with event time up to the watermark {watermark.isoformat()}"
             if window is None
-            else f" ingested in the {window:g}s (drift.window_s) before {now.isoformat()}"
+            else f"with event time in the {format_duration(window)} (drift.window_s) before the watermark "
+            f"{watermark.isoformat()}"
         )
-        raise NothingToCompare(f"silver {silver_uri} has no rows{span}")
+        raise NothingToCompare(f"silver {silver_uri} has no rows {span}")
+    times = cur.column(by)
 
     model = restore_model(champion.checkpoint, spec)
     ref = ref.append_column(PREDICTION_COLUMN, pa.array(_predictions(model, ref, spec)))
@@ -314,9 +334,7 @@ def compute_drift_report(
     numeric = [*numeric, PREDICTION_COLUMN]
     result = detect_drift(ref, cur, numeric, categorical, spec.drift)
 
-    unseen = cur.filter(
-        pc.field(spec.time_field) > pa.scalar(reference.cut, cur.schema.field(spec.time_field).type)
-    )
+    unseen = cur.filter(pc.field(by) > pa.scalar(reference.cut, cur.schema.field(by).type))
     quality = None
     baseline = champion.entry.metric_value
     if baseline is not None and unseen.num_rows >= MIN_QUALITY_ROWS:
@@ -349,6 +367,10 @@ def compute_drift_report(
         "summary": result.summary(),
         "champion_id": reference.champion_id,
         "quality_json": None if quality is None else json.dumps(quality.to_dict()),
+        "watermark": watermark,
+        "current_start": _as_utc(pc.min(times).as_py()),
+        "current_end": _as_utc(pc.max(times).as_py()),
+        "quality_after": reference.cut,
     }
     return DriftReport(
         report_id=report_id,
@@ -357,12 +379,17 @@ def compute_drift_report(
         result=result,
         quality=quality,
         quality_rows=unseen.num_rows,
+        watermark=watermark,
         numeric_columns=numeric,
         categorical_columns=categorical,
         reference_rows=ref.select(kept),
         current_rows=cur.select(kept),
         row=row,
     )
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _predictions(model: Any, rows: pa.Table, spec: PipelineSpec) -> np.ndarray:
@@ -416,13 +443,21 @@ def run_drift_report(spec: PipelineSpec, lake: LakeLocation, now: datetime | Non
 
 
 def append_report(uri: str, row: dict[str, Any], storage_options: Mapping[str, str] | None = None) -> int:
-    """Append one report row (creating the table); return the table version."""
+    """Append one report row (creating the table); return the table version.
+
+    A table written before the event-time columns existed gains them with this append (older rows read null).
+    """
     from deltalake import write_deltalake
 
-    from rt_training.lake.tables import ensure_table
+    from rt_training.lake.tables import ensure_table, table_schema
 
+    rows = pa.Table.from_pylist([row], DRIFT_REPORTS_SCHEMA)
+    dt = open_table(uri, storage_options)
+    if dt is not None and set(table_schema(dt).names) < set(DRIFT_REPORTS_SCHEMA.names):
+        write_deltalake(dt, rows, mode="append", schema_mode="merge")
+        return dt.version()
     dt = ensure_table(uri, DRIFT_REPORTS_SCHEMA, storage_options)
-    write_deltalake(dt, pa.Table.from_pylist([row], DRIFT_REPORTS_SCHEMA), mode="append")
+    write_deltalake(dt, rows, mode="append")
     return dt.version()
 
 
@@ -450,4 +485,5 @@ def latest_report(uri: str, storage_options: Mapping[str, str] | None = None) ->
         text=r.get("summary") or "",
         champion_id=r.get("champion_id"),
         quality=json.loads(r["quality_json"]) if r.get("quality_json") else None,
+        watermark=r.get("watermark"),
     )

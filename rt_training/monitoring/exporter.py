@@ -111,6 +111,16 @@ def snapshot_metrics(snap: PipelineSnapshot) -> list[Metric]:
         latency.add_metric([p, str(q)], seconds)
     add(latency)
 
+    if snap.watermark is not None:
+        watermark = _gauge(
+            "event_time_watermark_seconds",
+            "The event-time watermark every window counts from: silver's highest event time minus the allowed "
+            "lateness. time() minus it is how far event time trails the wall clock.",
+            [],
+        )
+        watermark.add_metric([p], snap.watermark)
+        add(watermark)
+
     families.extend(_drift_metrics(snap))
     families.extend(_model_metrics(snap))
 
@@ -155,12 +165,14 @@ def _model_metrics(snap: PipelineSnapshot) -> Iterator[Metric]:
     if snap.model_metrics:
         family = _gauge(
             "model_metric",
-            "Validation metrics of the champion and of the last candidate.",
-            ["role", "metric"],
+            "Metrics of the champion and of the last candidate; split says where they were measured: "
+            "validation (the training run's validation rows), holdout (the gate's held-out window), train.",
+            ["role", "split", "metric"],
         )
-        for role, metrics in sorted(snap.model_metrics.items()):
-            for metric, value in sorted(metrics.items()):
-                family.add_metric([p, role, metric], value)
+        for role, splits in sorted(snap.model_metrics.items()):
+            for split, metrics in sorted(splits.items()):
+                for metric, value in sorted(metrics.items()):
+                    family.add_metric([p, role, split, metric], value)
         yield family
     if snap.last_promotion_time is not None:
         family = _gauge("last_promotion_timestamp_seconds", "Time the current champion was promoted.", [])

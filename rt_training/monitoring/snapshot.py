@@ -24,6 +24,7 @@ from rt_training.lake.history import DATA_OPERATIONS
 from rt_training.lake.tables import OFFSET_TABLES, open_table, table_uri
 from rt_training.lake.tables import lake_root as resolve_lake_root
 from rt_training.monitoring.run_events import RUN_EVENTS_TABLE, count_failures_by_job
+from rt_training.training.metrics import HOLDOUT, VALIDATION, metric_split
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
@@ -99,9 +100,13 @@ class PipelineSnapshot:
     """Table -> time of its last commit that changed data."""
     event_to_silver_latency: dict[float, float] = field(default_factory=dict)
     """Quantile -> seconds from event time to the silver commit that holds the event, over the last batch."""
+    watermark: float | None = None
+    """The pipeline's event-time watermark (silver's highest event time minus the allowed lateness)."""
     drift: DriftSummary | None = None
-    model_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Role (``champion``, ``candidate``) -> metric name -> value."""
+    model_metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """Role (``champion``, ``candidate``) -> split -> metric name -> value. Splits: ``validation`` (the training
+    run's validation rows), ``holdout`` (the gate's held-out window), ``train`` (training loss), ``unknown``
+    (a promotion recorded before the registry said where its metric came from)."""
     last_promotion_time: float | None = None
     training_samples_per_second: float | None = None
     """Throughput of the last training run."""
@@ -286,6 +291,7 @@ class SnapshotGatherer:
                 ("dead_letters", self._read_dead_letters),
                 ("last commits", self._read_last_commits),
                 ("silver latency", self._read_latency),
+                ("event-time watermark", self._read_watermark),
                 (DRIFT_TABLE, self._read_drift),
                 (REGISTRY_TABLE, self._read_registry),
                 (RUN_EVENTS_TABLE, self._read_run_events),
@@ -415,6 +421,16 @@ class SnapshotGatherer:
 
         snap.event_to_silver_latency = handle.memo("latency", dt.version(), compute)
 
+    def _read_watermark(self, snap: PipelineSnapshot) -> None:
+        from rt_training.eventtime import event_clock
+
+        handle = self._tables["silver"]
+        dt = handle.dt
+        if dt is None:
+            return
+        clock = handle.memo("clock", dt.version(), lambda: event_clock(self.spec, dt))
+        snap.watermark = clock.watermark_s
+
     def _read_drift(self, snap: PipelineSnapshot) -> None:
         handle = self._tables[DRIFT_TABLE]
         dt = handle.dt
@@ -456,18 +472,35 @@ def _lineage_metrics(event: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def _role_metrics(event: Mapping[str, Any], primary: float | None) -> dict[str, float]:
-    """Numeric lineage metrics of a checkpoint, plus its primary metric under the metric's own name."""
-    out = _lineage_metrics(event)
-    out.pop(SAMPLES_PER_S_KEY, None)
-    if event["metric_name"] and primary is not None and math.isfinite(primary):
-        out[str(event["metric_name"])] = float(primary)
+def _split_name(key: str) -> tuple[str, str]:
+    """``(split, metric)`` of a training run's metric key: ``holdout_auc``, ``validation_loss``, ``auc``..."""
+    if key.startswith("holdout_"):
+        return HOLDOUT, key.removeprefix("holdout_")
+    if key.startswith("validation_"):
+        return VALIDATION, key.removeprefix("validation_")
+    if key.startswith("train_"):
+        return "train", key.removeprefix("train_")
+    return VALIDATION, key
+
+
+def _role_metrics(event: Mapping[str, Any], primary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Numeric lineage metrics of a checkpoint by split, plus ``primary``'s metric under the split it was
+    measured on (:func:`~rt_training.training.metrics.metric_split`)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in _lineage_metrics(event).items():
+        if key != SAMPLES_PER_S_KEY:
+            split, name = _split_name(key)
+            out.setdefault(split, {})[name] = value
+    value = primary["metric_value"]
+    if primary["metric_name"] and value is not None and math.isfinite(value):
+        split = metric_split(primary["event"], json.loads(primary["lineage"] or "{}")) or "unknown"
+        out.setdefault(split, {})[str(primary["metric_name"])] = float(value)
     return out
 
 
 def _registry_view(
     events_table: pa.Table,
-) -> tuple[dict[str, dict[str, float]], float | None, float | None]:
+) -> tuple[dict[str, dict[str, dict[str, float]]], float | None, float | None]:
     """Champion and last-candidate metrics, last promotion time and training throughput from registry events.
 
     The champion is replayed as the registry defines it (:mod:`rt_training.training.registry`): ``promoted``
@@ -481,9 +514,9 @@ def _registry_view(
             stack.append(event)
         elif event["event"] == "rolled_back" and stack:
             stack.pop()
-    metrics: dict[str, dict[str, float]] = {}
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
     if stack:
-        metrics["champion"] = _role_metrics(stack[-1], stack[-1]["metric_value"])
+        metrics["champion"] = _role_metrics(stack[-1], stack[-1])
     registered = [e for e in events if e["event"] == "registered"]
     samples_per_s = None
     if registered:
@@ -494,7 +527,7 @@ def _registry_view(
             if e["event"] in ("promoted", "rejected") and e["checkpoint_id"] == candidate["checkpoint_id"]
         ]
         scored = decisions[-1] if decisions and decisions[-1]["metric_value"] is not None else candidate
-        metrics["candidate"] = _role_metrics(candidate, scored["metric_value"])
+        metrics["candidate"] = _role_metrics(candidate, scored)
         samples_per_s = _lineage_metrics(candidate).get(SAMPLES_PER_S_KEY)
     promotions = [e["timestamp"] for e in events if e["event"] == "promoted"]
     last_promotion = max(promotions).timestamp() if promotions else None

@@ -1,8 +1,17 @@
 """Dynamic sampling of the stream into a training set: reservoirs, per-example weights, replay, persistence.
 
-Reservoirs (seeded, batch-vectorized, restartable from a JSON state):
-:class:`UniformReservoir` (Algorithm L), :class:`WeightedReservoir` (A-Res with log-space keys) and
-:class:`TimeBiasedReservoir` (exponential decay by event age). :mod:`~rt_training.sampling.weights` turns a
+Reservoirs (seeded, batch-vectorized, restartable from a JSON state), one per ``sampling.strategy``:
+
+``uniform``
+    :class:`UniformReservoir` (Algorithm L): every row equally likely; no recency, class or importance weights.
+``weighted``
+    :class:`WeightedReservoir` (A-Res with log-space keys) with recency x class balance x importance weights;
+    recency ages count in event time from the training set's cut, so rows offered together are ranked by age
+    (and late rows discounted), while members already drawn keep their keys.
+``time_biased``
+    :class:`TimeBiasedReservoir`: an exponential time-biased reservoir whose members' odds halve with every
+    half-life of event time, so old rows leave as the stream moves on.
+ :mod:`~rt_training.sampling.weights` turns a
 sampling policy into per-example weights, :mod:`~rt_training.sampling.replay` reserves a share of the training
 set for older rows, :class:`SamplingSession` advances the whole sample one silver version at a time, and
 :class:`SamplerStateStore` keeps its state in Delta, once per silver version.

@@ -115,7 +115,14 @@ class SamplingSession:
         self.silver_version: int | None = None
 
     # -- updates -----------------------------------------------------------------------------
-    def update(self, rows: pa.Table, silver_version: int, losses: Any | None = None) -> SessionUpdate:
+    def update(
+        self,
+        rows: pa.Table,
+        silver_version: int,
+        losses: Any | None = None,
+        *,
+        reference_time: float | None = None,
+    ) -> SessionUpdate:
         """Offer the new silver rows of ``silver_version`` to the sample.
 
         Parameters
@@ -127,6 +134,10 @@ class SamplingSession:
         losses
             The champion's per-row loss, aligned with ``rows``; used when the policy sets ``importance``.
             ``None`` (no champion yet) weighs every row equally on that factor.
+        reference_time
+            Event time (Unix seconds) the ``weighted`` strategy's recency ages count from: the bound of the rows
+            offered, i.e. the training set's cut (see :mod:`rt_training.sampling.weights`). ``None``: the newest
+            event time seen so far.
 
         Raises
         ------
@@ -158,7 +169,7 @@ class SamplingSession:
                 )
             labels = label_column.to_numpy()
         ids, times, _ = self.mixer.recent.check(ids, times)
-        weights = self.weighting.weights(labels, times, losses)
+        weights = self.weighting.weights(labels, times, losses, reference_time=reference_time)
         change = self.mixer.update(ids, times, weights)
         self.silver_version = int(silver_version)
         ids_now, is_replay = self.mixer.members()

@@ -5,11 +5,17 @@ renormalized per batch: a weighted reservoir compares keys across batches, and r
 same total would quietly give a small batch's items more weight than a large batch's. When a probability
 vector over one batch is wanted (to draw from the batch directly), :func:`normalize` gives it.
 
-* Recency: ``2^(-age / half_life)`` with the age measured from a caller-chosen reference time
-  (:func:`recency_weights`). Inside a weighted reservoir the keys are fixed when an item arrives, so this
-  factor discounts items that arrive late relative to the stream's clock; a sample that forgets old items as
-  time passes is :class:`rt_training.sampling.time_biased.TimeBiasedReservoir`, which applies the same
-  half-life inside its keys.
+* Recency: ``2^(-age / half_life)`` with the age measured in event time from a reference time
+  (:func:`recency_weights`). :class:`PolicyWeights` takes the reference from its caller: the event-time bound
+  of the rows offered together (the training set's cut, ``watermark - holdout``), so an in-order batch gets real
+  recency weights (a row one half-life before the cut weighs half a row at the cut) however the rows are
+  ordered. Not the newest event time *in the batch*: rows offered once a minute span a minute, and against
+  their own newest row every one weighs about 1. Not the watermark itself either: every offered row is at
+  least a holdout older than it, and that common factor would push each new row below the members it competes
+  with. Inside a weighted reservoir the keys are fixed when an item is offered, so the factor ranks rows
+  offered together (and late rows against the cut), not a member against rows offered a month later: a sample
+  that forgets old members as time passes is :class:`rt_training.sampling.time_biased.TimeBiasedReservoir`,
+  which applies the half-life inside its keys.
 * Class balance: each class is weighted by ``target_share / observed_share`` (:class:`ClassBalancer`). The
   observed shares are over everything the balancer has seen so far, including the batch being weighted,
   optionally decayed with the sample's half-life: that is the population the reservoir draws from, so the
@@ -283,8 +289,8 @@ class PolicyWeights:
         Nothing: Algorithm L ignores weights, so a policy asking for class balance or importance with it is
         refused rather than silently ignored (the recency half-life is ignored, as it has a default).
     ``weighted``
-        recency relative to the newest event time seen so far (late events are discounted) x class balance
-        over everything seen x importance.
+        recency relative to the caller's reference time (the training set's cut; default the newest event time
+        seen so far) x class balance over everything seen x importance.
     ``time_biased``
         class balance with counts decayed at the recency half-life x importance; the recency itself lives in
         the reservoir's keys.
@@ -328,7 +334,14 @@ class PolicyWeights:
     def needs_labels(self) -> bool:
         return self.balancer is not None
 
-    def weights(self, labels: Any | None, times: Any, losses: Any | None = None) -> np.ndarray | None:
+    def weights(
+        self,
+        labels: Any | None,
+        times: Any,
+        losses: Any | None = None,
+        *,
+        reference_time: float | None = None,
+    ) -> np.ndarray | None:
         """Weights for one batch (``None`` for the uniform strategy); updates the observed class counts.
 
         Parameters
@@ -340,6 +353,18 @@ class PolicyWeights:
         losses
             The champion's per-example loss on the batch; ``None`` while there is no champion yet (the
             importance factor is then 1 for every example).
+        reference_time
+            Event time (seconds) recency ages are measured from: the bound of the rows offered together, such as
+            the training set's cut. ``None``: the newest event time seen so far (this batch included).
+
+        Examples
+        --------
+        An in-order hour of rows offered at once, against the cut at its end: the ratio is the half-life's.
+
+        >>> from rt_training.spec.models import SamplingPolicy
+        >>> pw = PolicyWeights(SamplingPolicy(strategy="weighted", recency_half_life_s=1800.0))
+        >>> pw.weights(None, times=[0.0, 1800.0, 3600.0], reference_time=3600.0)
+        array([0.25, 0.5 , 1.  ])
         """
         times = np.asarray(times, dtype=np.float64)
         if self.strategy == "uniform":
@@ -355,7 +380,8 @@ class PolicyWeights:
         if self.strategy == "weighted" and self.half_life_s is not None and times.size:
             newest = float(times.max())
             clock = newest if clock is None else max(clock, newest)
-            factors.append(recency_weights(times, clock, self.half_life_s))
+            reference = clock if reference_time is None else float(reference_time)
+            factors.append(recency_weights(times, reference, self.half_life_s))
         if self.balancer is not None:
             if labels is None:
                 raise ValueError("the policy balances classes, so labels are needed")

@@ -11,9 +11,9 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rt_training.spec.durations import Duration
+from rt_training.spec.durations import Duration, format_duration
 
 FieldType = Literal["string", "int", "float", "bool", "timestamp"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -182,18 +182,55 @@ class SamplingPolicy(_Strict):
 
 
 class TrainingPolicy(_Strict):
+    """How a candidate is trained, and what the validation gate asks of it.
+
+    Training: ``epochs`` is the most epochs a run may take (``max_epochs`` is accepted as its name too);
+    it stops earlier when the validation metric has not improved by more than ``early_stopping_min_delta``
+    for ``early_stopping_patience`` epochs in a row, and keeps the best epoch's weights.
+
+    The gate (:mod:`rt_training.training.gate`) judges a candidate on the held-out window: at least
+    ``min_holdout_rows`` rows spanning at least ``min_holdout_span_s`` of event time. The first champion must
+    beat the trivial baseline (a constant prediction: AUC 0.5, the label prior's log loss, the majority-class
+    rate, the target mean's RMSE) by more than ``first_champion_margin``; a later candidate must be within
+    ``promotion_tolerance`` of the champion. A paired bootstrap (``bootstrap_samples`` resamples, seeded by
+    ``seed``) gives the ``confidence`` interval of the gain; with ``require_significant`` its lower bound must
+    also clear the same bar (``> first_champion_margin``, or ``> -promotion_tolerance``).
+
+    Periodic retraining, each optional: ``schedule_cron`` on the wall clock; ``retrain_every_s`` of event time
+    and ``retrain_every_rows`` new silver rows since the last retraining launch (or the champion's cut).
+    """
+
     metric: Literal["auc", "log_loss", "accuracy", "rmse"] = "auc"
-    epochs: int = Field(default=3, ge=1)
+    epochs: int = Field(default=30, ge=1, validation_alias=AliasChoices("epochs", "max_epochs"))
     batch_size: int = Field(default=512, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     grad_clip: float | None = Field(default=1.0, gt=0)
-    early_stopping_patience: int = Field(default=2, ge=1)
+    early_stopping_patience: int = Field(default=3, ge=1)
+    early_stopping_min_delta: float = Field(default=1e-4, ge=0)
     holdout_window_s: Duration = Field(default=600.0, gt=0)
     promotion_tolerance: float = Field(default=0.0, ge=0)
+    first_champion_margin: float = Field(default=0.01, ge=0)
+    min_holdout_rows: int = Field(default=200, ge=1)
+    min_holdout_span_s: Duration = Field(default=0.0, ge=0)
+    bootstrap_samples: int = Field(default=200, ge=10, le=100_000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    require_significant: bool = False
     compile: bool = False
     seed: int = 0
     schedule_cron: str | None = None
+    retrain_every_s: Duration | None = Field(default=None, gt=0)
+    retrain_every_rows: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _holdout_fits_window(self) -> TrainingPolicy:
+        if self.min_holdout_span_s > self.holdout_window_s:
+            raise ValueError(
+                f"min_holdout_span_s ({format_duration(self.min_holdout_span_s)}) is longer than "
+                f"holdout_window_s ({format_duration(self.holdout_window_s)}): no held-out window could ever "
+                "pass the gate; shorten min_holdout_span_s or widen holdout_window_s"
+            )
+        return self
 
 
 class DriftPolicy(_Strict):
@@ -265,7 +302,19 @@ class PipelineSpec(_Strict):
             raise ValueError("training.metric rmse needs label.kind regression")
         if self.label.kind == "regression" and self.training.metric in ("auc", "log_loss", "accuracy"):
             raise ValueError(f"training.metric {self.training.metric} needs label.kind binary")
+        self._settings_that_act()
         return self
+
+    def _settings_that_act(self) -> None:
+        """Refuse a setting that the chosen strategy would silently ignore."""
+        on_drift = self.drift.on_drift_recency_half_life_s
+        if on_drift is not None and self.sampling.strategy != "weighted":
+            raise ValueError(
+                f"drift.on_drift_recency_half_life_s ({format_duration(on_drift)}) cannot act with sampling.strategy "
+                f"{self.sampling.strategy!r}: only the 'weighted' strategy takes a recency half-life per run "
+                "('time_biased' keeps its half-life in the saved sample's keys, 'uniform' has no weights). "
+                "Use sampling.strategy 'weighted' or remove drift.on_drift_recency_half_life_s"
+            )
 
     # -- conveniences used across layers -------------------------------------------------------
     @property

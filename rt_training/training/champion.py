@@ -85,6 +85,7 @@ class Verdict:
     candidate_id: str
     metric_name: str
     candidate_metric: float | None
+    """Held-out metrics (the gate's window), like the ones below."""
     champion_metric: float | None
     tolerance: float
     holdout_rows: int | None
@@ -94,6 +95,13 @@ class Verdict:
     source: str
     """``training run`` (the run's own gate), ``re-scored`` (scored again here) or ``recorded earlier``."""
     registry_seq: int
+    baseline_metric: float | None = None
+    """The trivial baseline's metric on the held-out window (see :mod:`rt_training.training.gate`)."""
+    holdout_span_s: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_confidence: float | None = None
+    ci_versus: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         """Flat values for the ``champion_model`` materialization (``None`` left out)."""
@@ -110,6 +118,12 @@ class Verdict:
             "champion_id": self.champion_id,
             "decided_by": self.source,
             "registry_seq": self.registry_seq,
+            "holdout_baseline_metric": self.baseline_metric,
+            "holdout_span_s": self.holdout_span_s,
+            "gain_ci_low": self.ci_low,
+            "gain_ci_high": self.ci_high,
+            "gain_ci_confidence": self.ci_confidence,
+            "gain_ci_versus": self.ci_versus,
         }
         return {
             k: v
@@ -230,6 +244,12 @@ def decide_latest_candidate(spec: PipelineSpec, registry: ModelRegistry) -> Verd
         champion_id=candidate.checkpoint_id if decision.promote else current_id,
         source=source,
         registry_seq=event.seq,
+        baseline_metric=decision.baseline_metric,
+        holdout_span_s=decision.holdout_span_s,
+        ci_low=decision.ci_low,
+        ci_high=decision.ci_high,
+        ci_confidence=decision.ci_confidence,
+        ci_versus=decision.ci_versus,
     )
 
 

@@ -235,7 +235,9 @@ def run_job(config: JobConfig, pipes: Any = None, rank: int = 0, world: int = 1)
         holdout = read_holdout(h.uri, spec, after=h.after, version=h.version)
         champion = restore_model(init, spec) if init is not None else None
         decision = run_gate(spec, result.model, champion, holdout, device)
+        # Held-out metrics (the gate's window) are prefixed, so they are never mistaken for validation ones.
         metrics[f"holdout_{decision.metric_name}"] = decision.candidate_metric
+        metrics[f"holdout_baseline_{decision.metric_name}"] = decision.baseline_metric
         say(f"gate: {'promote' if decision.promote else 'keep champion'}: {decision.reason}")
 
     lineage = Lineage(

@@ -1,12 +1,24 @@
 """The validation gate: a candidate becomes champion only if it is at least as good on recent held-out data.
 
 After TFX's Evaluator "blessing": candidate and champion are scored on the same window (silver rows newer than
-the candidate's training set, so neither model has seen them) with the spec's metric. The candidate is
-promoted when ``improvement >= -promotion_tolerance``, where improvement is ``candidate - champion`` for
-metrics where higher is better (auc, accuracy) and ``champion - candidate`` for the others (log_loss, rmse). A
-tie with tolerance 0 promotes: the fresher model is as good and has seen more recent data. Without a champion,
-the first candidate is promoted if its metric is finite. Every decision carries the reason, for the registry's
-history.
+the candidate's training set, so neither model has seen them) with the spec's metric. ``gain`` below is
+``improvement(candidate, reference)``: positive means the candidate is better, whichever way the metric runs.
+The rule, in order (each rejection names the numbers and the spec field to change):
+
+1. The window must hold at least ``training.min_holdout_rows`` rows whose event times span at least
+   ``training.min_holdout_span_s`` (max - min of the time field).
+2. The candidate's metric must be finite (AUC is undefined on one class; a diverged model gives ``nan``).
+3. No champion yet (or one whose metric is undefined): the reference is the trivial baseline, a constant
+   prediction scored on the same rows (:func:`~rt_training.training.bootstrap.baseline_metric`), and the
+   candidate needs ``gain > first_champion_margin``.
+4. A champion: the candidate needs ``gain >= -promotion_tolerance``. A tie with tolerance 0 promotes: the
+   fresher model is as good and has seen more recent data.
+5. A paired bootstrap of the held-out rows gives a ``confidence`` interval of ``gain``; it is always reported.
+   With ``require_significant`` its lower bound must also clear the bar of 3 or 4 strictly:
+   ``low > first_champion_margin``, or ``low > -promotion_tolerance`` (with tolerance 0: the candidate is
+   better at that confidence; a tie is not enough).
+
+Every decision carries the reason, for the registry's history.
 """
 
 from __future__ import annotations
@@ -15,19 +27,30 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
 from rt_training.spec import PipelineSpec
+from rt_training.spec.durations import format_duration
+from rt_training.spec.models import TrainingPolicy
+from rt_training.training.bootstrap import BootstrapInterval, baseline_metric, paired_bootstrap
 from rt_training.training.data import TrainingTensors, tensors_from_arrow
-from rt_training.training.loop import evaluate
-from rt_training.training.metrics import improvement
+from rt_training.training.loop import predict
+from rt_training.training.metrics import compute_metric, improvement
 
 
 @dataclass(frozen=True)
 class GateDecision:
-    """Whether to promote, both metrics on the held-out window, and why."""
+    """Whether to promote, the metrics on the held-out window, and why.
+
+    Fields after ``reason`` have defaults so a decision written before they existed still reads back.
+    ``ci_low``/``ci_high`` bound ``improvement(candidate, ci_versus)`` (positive: the candidate is better) at
+    ``ci_confidence`` over ``ci_samples`` paired bootstrap resamples; ``ci_versus`` is ``champion`` or
+    ``baseline``.
+    """
 
     promote: bool
     metric_name: str
@@ -36,47 +59,145 @@ class GateDecision:
     tolerance: float
     holdout_rows: int
     reason: str
+    baseline_metric: float | None = None
+    holdout_span_s: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_confidence: float | None = None
+    ci_samples: int | None = None
+    ci_versus: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
 def decide(
-    metric_name: str,
-    candidate_metric: float,
-    champion_metric: float | None,
-    tolerance: float,
+    policy: TrainingPolicy,
+    *,
+    candidate: float,
+    champion: float | None,
+    baseline: float | None,
     holdout_rows: int,
+    holdout_span_s: float | None,
+    interval: BootstrapInterval | None = None,
 ) -> GateDecision:
-    """The promotion rule on two numbers (``champion_metric=None``: there is no champion yet)."""
+    """The promotion rule (see the module docstring) on numbers already measured.
+
+    ``champion=None``: there is no champion yet. ``holdout_span_s=None``: the span is unknown (no time column),
+    which passes only when ``policy.min_holdout_span_s`` is 0. ``interval``: the bootstrap interval of the gain
+    over the champion (or over the baseline when there is no finite champion metric).
+    """
+    name = policy.metric
+    first = champion is None or not math.isfinite(champion)
+    ci = {}
+    if interval is not None:
+        ci = {
+            "ci_low": interval.low,
+            "ci_high": interval.high,
+            "ci_confidence": interval.confidence,
+            "ci_samples": interval.samples,
+            "ci_versus": "baseline" if first else "champion",
+        }
 
     def result(promote: bool, reason: str) -> GateDecision:
         return GateDecision(
-            promote, metric_name, candidate_metric, champion_metric, tolerance, holdout_rows, reason
+            promote,
+            name,
+            candidate,
+            champion,
+            policy.promotion_tolerance,
+            holdout_rows,
+            reason,
+            baseline_metric=baseline,
+            holdout_span_s=holdout_span_s,
+            **ci,
         )
 
+    span = "unknown" if holdout_span_s is None else format_duration(holdout_span_s)
+    window = f"{holdout_rows} held-out rows spanning {span} of event time"
     if holdout_rows == 0:
         return result(False, "the held-out window is empty: no rows newer than the training set to judge on")
-    if not math.isfinite(candidate_metric):
+    if holdout_rows < policy.min_holdout_rows:
         return result(
             False,
-            f"candidate {metric_name} is {candidate_metric} on {holdout_rows} held-out rows "
+            f"the held-out window has {holdout_rows} rows, fewer than training.min_holdout_rows "
+            f"({policy.min_holdout_rows}): wait for more events, widen training.holdout_window_s "
+            f"({format_duration(policy.holdout_window_s)}) or lower training.min_holdout_rows",
+        )
+    if policy.min_holdout_span_s > 0 and (
+        holdout_span_s is None or holdout_span_s < policy.min_holdout_span_s
+    ):
+        return result(
+            False,
+            f"the held-out window spans {span} of event time, less than training.min_holdout_span_s "
+            f"({format_duration(policy.min_holdout_span_s)}): wait for more events, widen "
+            f"training.holdout_window_s ({format_duration(policy.holdout_window_s)}) or lower "
+            "training.min_holdout_span_s",
+        )
+    if not math.isfinite(candidate):
+        return result(
+            False,
+            f"candidate {name} is {candidate} on {window} "
             "(undefined: e.g. a single class in the window, or a diverged model)",
         )
-    if champion_metric is None:
-        return result(True, f"no champion yet; candidate {metric_name} {candidate_metric:.6g} is finite")
-    if not math.isfinite(champion_metric):
-        return result(
-            True, f"champion {metric_name} is {champion_metric}; candidate {candidate_metric:.6g} is finite"
+    confidence = ""
+    if interval is not None and interval.valid_samples:
+        confidence = (
+            f"; {interval.confidence:.0%} CI of the gain [{_fmt(interval.low)}, {_fmt(interval.high)}] "
+            f"over {interval.samples} paired bootstrap resamples"
         )
-    gain = improvement(metric_name, candidate_metric, champion_metric)
-    versus = (
-        f"candidate {metric_name} {candidate_metric:.6g} vs champion {champion_metric:.6g} "
-        f"on {holdout_rows} held-out rows (tolerance {tolerance:g})"
-    )
-    if gain >= -tolerance:
-        return result(True, f"{versus}: {'better' if gain > 0 else 'within tolerance'}")
-    return result(False, f"{versus}: worse by {-gain:.6g}")
+    if first:
+        if baseline is None or not math.isfinite(baseline):
+            return result(
+                False,
+                f"no finite trivial baseline {name} ({baseline}) on {window} to hold the first champion to",
+            )
+        gain = improvement(name, candidate, baseline)
+        bar, field = policy.first_champion_margin, "training.first_champion_margin"
+        prefix = "no champion yet" if champion is None else f"champion {name} is {champion}"
+        versus = (
+            f"{prefix}; candidate {name} {_fmt(candidate)} vs trivial baseline {_fmt(baseline)} "
+            f"(a constant prediction) on {window}: gain {_fmt(gain)}, needs > {field} {bar:g}{confidence}"
+        )
+        passed = gain > bar
+    else:
+        assert champion is not None
+        gain = improvement(name, candidate, champion)
+        bar, field = -policy.promotion_tolerance or 0.0, "training.promotion_tolerance"  # not -0.0
+        versus = (
+            f"candidate {name} {_fmt(candidate)} vs champion {_fmt(champion)} on {window} "
+            f"(tolerance {policy.promotion_tolerance:g}){confidence}"
+        )
+        passed = gain >= bar
+        if not passed:
+            return result(False, f"{versus}: worse by {_fmt(-gain)}")
+    if not passed:
+        return result(False, f"{versus}: not enough")
+    if policy.require_significant:
+        if interval is None or not interval.valid_samples:
+            return result(False, f"{versus}: no confidence interval, and training.require_significant is set")
+        if not interval.low > bar:
+            return result(
+                False,
+                f"{versus}: the CI's lower bound {_fmt(interval.low)} is not above {_fmt(bar)} "
+                f"({field}) and training.require_significant is set",
+            )
+    if first:
+        return result(True, f"{versus}: promoted")
+    return result(True, f"{versus}: {'better' if gain > 0 else 'within tolerance'}")
+
+
+def _span_s(holdout: pa.Table, time_field: str) -> float | None:
+    if time_field not in holdout.column_names or holdout.num_rows == 0:
+        return None
+    bounds = pc.min_max(holdout.column(time_field)).as_py()
+    if bounds["min"] is None:
+        return None
+    return (bounds["max"] - bounds["min"]).total_seconds()
 
 
 def run_gate(
@@ -86,17 +207,47 @@ def run_gate(
     holdout: pa.Table | TrainingTensors,
     device: str | torch.device = "cpu",
 ) -> GateDecision:
-    """Score both models on ``holdout`` (silver rows as Arrow, or tensors) and apply :func:`decide`."""
-    data = (
-        holdout
-        if isinstance(holdout, TrainingTensors)
-        else tensors_from_arrow(holdout, spec, where="holdout")
-    )
-    data = data.to(device)
-    _, candidate_metric = evaluate(candidate.to(device), data, spec)
-    champion_metric = None
-    if champion is not None:
-        _, champion_metric = evaluate(champion.to(device), data, spec)
+    """Score both models on ``holdout`` (silver rows as Arrow, or tensors) and apply :func:`decide`.
+
+    The event-time span comes from the spec's time field in an Arrow ``holdout``; tensors carry none.
+    """
+    policy = spec.training
+    if isinstance(holdout, TrainingTensors):
+        data, span = holdout, None
+    else:
+        data, span = tensors_from_arrow(holdout, spec, where="holdout"), _span_s(holdout, spec.time_field)
+    device = torch.device(device)
+    label = data.label.cpu().numpy()
+    weight = None if data.weight is None else data.weight.cpu().numpy()
+
+    def outputs(model: nn.Module) -> np.ndarray:
+        return predict(model.to(device), data, device).numpy()
+
+    def metric(raw: np.ndarray) -> float:
+        return compute_metric(policy.metric, label, raw, spec.label.kind, weight) if len(raw) else math.nan
+
+    candidate_out = outputs(candidate)
+    champion_out = None if champion is None else outputs(champion)
+    champion_metric = None if champion_out is None else metric(champion_out)
+    first = champion_metric is None or not math.isfinite(champion_metric)
+    interval = None
+    if len(data):
+        interval = paired_bootstrap(
+            policy.metric,
+            label,
+            candidate_out,
+            None if first else champion_out,
+            weight,
+            samples=policy.bootstrap_samples,
+            confidence=policy.confidence,
+            seed=policy.seed,
+        )
     return decide(
-        spec.training.metric, candidate_metric, champion_metric, spec.training.promotion_tolerance, len(data)
+        policy,
+        candidate=metric(candidate_out),
+        champion=champion_metric,
+        baseline=baseline_metric(policy.metric, label, weight),
+        holdout_rows=len(data),
+        holdout_span_s=span,
+        interval=interval,
     )

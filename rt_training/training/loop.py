@@ -1,9 +1,11 @@
 """The training loop: warm start, AdamW, gradient clipping, bf16 on CUDA, early stopping, DDP.
 
 :func:`train` reads top to bottom: set up device, seed and model (from the champion's weights or from
-scratch), then epochs of seeded, rank-sharded batches, a validation pass after each epoch, and early stopping
-on the spec's metric. It returns a :class:`TrainResult` holding the best epoch's weights and a JSON-able
-summary.
+scratch), then up to ``training.epochs`` epochs of seeded, rank-sharded batches, a validation pass after each
+epoch, and early stopping on the spec's metric (``early_stopping_patience`` epochs without a gain above
+``early_stopping_min_delta``). The maximum is generous so the same policy fits a fresh model, which needs many
+epochs, and a warm-started one, which stops after a few. It returns a :class:`TrainResult` holding the best
+epoch's weights and a JSON-able summary.
 
 Supports: one process on CPU or one GPU; ``torch.distributed`` already initialized (e.g. by torchrun) → the
 model is wrapped in DDP, each rank trains on its shard, losses are averaged over ranks and rank 0 decides
@@ -314,7 +316,11 @@ def train(
         # best.
         score = -val_loss if monitor == "validation_loss" else improvement(policy.metric, val_metric, 0.0)
         score = -math.inf if math.isnan(score) else score
-        improved = best_state is None or score > best_score or not len(valid_data)
+        # An epoch counts as better only when it beats the best by more than min_delta: noise-level gains
+        # neither reset the patience nor replace the best weights.
+        improved = (
+            best_state is None or score > best_score + policy.early_stopping_min_delta or not len(valid_data)
+        )
         # Rank 0 decides for all: float noise between ranks must not make one rank stop while another trains
         # on.
         decision = torch.tensor([float(improved)], device=device)

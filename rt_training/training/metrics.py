@@ -24,6 +24,11 @@ ArrayLike = npt.ArrayLike
 
 HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "accuracy": True, "log_loss": False, "rmse": False}
 
+METRIC_SPLIT_KEY = "metric_split"
+"""Lineage key of a registry ``promoted``/``rejected`` event saying which data its metric was measured on."""
+VALIDATION, HOLDOUT = "validation", "holdout"
+"""The training run's validation split (rows of the training set), and the gate's held-out window (newer rows)."""
+
 
 def _prepare(
     y_true: ArrayLike, y_pred: ArrayLike, weight: ArrayLike | None
@@ -137,3 +142,19 @@ def improvement(name: str, candidate: float, baseline: float) -> float:
     """How much ``candidate`` beats ``baseline`` on metric ``name``: positive is better, either direction."""
     diff = candidate - baseline
     return diff if HIGHER_IS_BETTER[name] else -diff
+
+
+def metric_split(event: str, lineage: dict[str, object]) -> str | None:
+    """Where a registry event's metric was measured: ``validation``, ``holdout`` or ``None`` (not recorded).
+
+    A ``registered`` event carries the training run's validation metric. A gate decision carries the held-out
+    metric and says so in its lineage (:data:`METRIC_SPLIT_KEY`); a hand promotion copies the validation metric;
+    a rollback copies the split of the promotion it returns to. Rows written before the key existed: a
+    rejection came from the gate (held-out), a promotion is not known.
+    """
+    if event == "registered":
+        return VALIDATION
+    split = lineage.get(METRIC_SPLIT_KEY)
+    if isinstance(split, str):
+        return split
+    return HOLDOUT if event == "rejected" else None

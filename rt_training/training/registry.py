@@ -30,6 +30,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from rt_training.training.checkpoints import CheckpointError, SavedCheckpoint, load_checkpoint
+from rt_training.training.metrics import HOLDOUT, METRIC_SPLIT_KEY, VALIDATION
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,11 @@ class ModelRegistry:
         metric_value: float | None = None,
         champion_metric_value: float | None = None,
     ) -> RegistryEvent:
-        """Make a registered checkpoint the champion (one commit). Metrics are the gate's, on its holdout."""
+        """Make a registered checkpoint the champion (one commit).
+
+        ``metric_value`` is the gate's, on its held-out window; without one (a hand promotion) the registered
+        validation metric is kept. The event's lineage records which (``metric_split``).
+        """
         reg = self.registered(checkpoint_id)
         current = self.champion()
         if current is not None and current.checkpoint_id == checkpoint_id:
@@ -243,7 +248,7 @@ class ModelRegistry:
             reg.metric_name,
             metric_value if metric_value is not None else reg.metric_value,
             champion_metric_value,
-            reg.lineage,
+            {**reg.lineage, METRIC_SPLIT_KEY: HOLDOUT if metric_value is not None else VALIDATION},
         )
 
     def reject(
@@ -264,7 +269,7 @@ class ModelRegistry:
             reg.metric_name,
             metric_value,
             champion_metric_value,
-            reg.lineage,
+            {**reg.lineage, METRIC_SPLIT_KEY: HOLDOUT} if metric_value is not None else reg.lineage,
         )
 
     def rollback(self, reason: str = "manual rollback") -> RegistryEvent:
