@@ -157,8 +157,11 @@ def plot_html(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
         )
+    starts = [datetime.fromisoformat(r["start"]) for r in rows if r.get("start")]
+    short = len(starts) > 1 and (max(starts) - min(starts)).days < 2
     for i, r in enumerate(rows):
-        label = html.escape(str(r.get("start") or r["step"])[:10])
+        start = datetime.fromisoformat(r["start"]) if r.get("start") else None
+        label = "" if start is None else start.strftime("%m-%d %H:%M" if short else "%Y-%m-%d")
         parts.append(
             f'<text x="{x(i):.1f}" y="{height - bottom + 16}" text-anchor="middle">{r["step"]}</text>'
         )

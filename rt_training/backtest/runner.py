@@ -59,6 +59,7 @@ from rt_training.lake.tables import OFFSET_TABLES
 if TYPE_CHECKING:
     from torch import nn
 
+    from rt_training.drift.trigger import TriggerDecision
     from rt_training.spec.models import PipelineSpec
     from rt_training.stream.client import KafkaSettings
     from rt_training.stream.planner import OffsetRange
@@ -469,10 +470,11 @@ def _update_platform(
             report = run_drift_report(spec, lake, now=clock.watermark)
     except NothingToCompare as exc:
         out["retraining_reason"] = f"no drift report: {exc}"
-    launch, half_life = False, None
+    launch, half_life, trigger = False, None, None
+    drifting = report is not None and bool(report.result.dataset_drift)
     if report is not None:
         out.update(
-            drift=bool(report.result.dataset_drift),
+            drift=drifting,
             drift_share=float(report.result.drift_share),
             quality=None if report.quality is None else report.quality.reason(),
         )
@@ -488,16 +490,61 @@ def _update_platform(
         launch = decision.launch
         out["retraining_reason"] = decision.reason
         if launch:
-            platform.last_launch_at = clock.watermark_s
-            if report.result.dataset_drift:
-                half_life = spec.drift.on_drift_recency_half_life_s
+            trigger = "drift" if drifting else "quality drop"
+    if not launch and clock.watermark_s is not None:
+        periodic = _periodic_decision(spec, lake, platform, clock.watermark_s)
+        if periodic is not None:
+            launch = periodic.launch
+            out["retraining_reason"] = "; ".join(filter(None, [out["retraining_reason"], periodic.reason]))
+            if launch:
+                trigger = "periodic"
+    if launch:
+        platform.last_launch_at = clock.watermark_s
+        if drifting:
+            half_life = spec.drift.on_drift_recency_half_life_s
     sample(half_life)
     if launch:
-        assert report is not None
-        out.update(retraining=True, trigger="drift" if report.result.dataset_drift else "quality drop")
+        out.update(retraining=True, trigger=trigger)
         with _timed(timings, "training_s"):
-            out.update(_train_and_gate(spec, lake, models, platform, threads, drift_report=report.report_id))
+            out.update(
+                _train_and_gate(
+                    spec,
+                    lake,
+                    models,
+                    platform,
+                    threads,
+                    drift_report=None if report is None else report.report_id,
+                )
+            )
     return out
+
+
+def _periodic_decision(
+    spec: PipelineSpec, lake: LakeLocation, platform: _Platform, now: float
+) -> TriggerDecision | None:
+    """``periodic_retraining_sensor``'s rule (``rt_training.defs.periodic``), here without Dagster: due after
+    ``training.retrain_every_s`` of event time or ``retrain_every_rows`` new silver rows since the last launch or
+    the champion's cut, whichever is later; ``None`` when the spec sets neither."""
+    from rt_training.drift.reports import NothingToCompare, champion_reference
+    from rt_training.drift.trigger import periodic_due
+    from rt_training.eventtime import rows_up_to
+    from rt_training.lake.tables import open_table
+    from rt_training.training.champion import registry_for
+
+    if spec.training.retrain_every_s is None and spec.training.retrain_every_rows is None:
+        return None
+    since = platform.last_launch_at
+    champion = registry_for(spec, lake).champion()
+    if champion is not None:
+        with contextlib.suppress(NothingToCompare):
+            cut = champion_reference(spec, lake, champion).cut.timestamp()
+            since = cut if since is None else max(since, cut)
+    new_rows = None
+    silver = open_table(lake.uri(spec.name, "silver"))
+    if since is not None and silver is not None and spec.training.retrain_every_rows is not None:
+        total = sum(int(n) for n in silver.get_add_actions(flatten=True).column("num_records").to_pylist())
+        new_rows = total - rows_up_to(silver, spec.time_field, dt.datetime.fromtimestamp(since, dt.UTC))
+    return periodic_due(policy=spec.training, now=now, since=since, new_rows=new_rows, in_flight=False)
 
 
 def _train_and_gate(
@@ -603,8 +650,13 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _short(iso: str | None) -> str:
+    """An ISO time without its fraction and offset (every time here is UTC): ``2017-07-14 02:40:00``."""
+    return "?" if iso is None else iso[:19].replace("T", " ")
+
+
 def _step_line(row: dict[str, Any], total: int, metric: str) -> str:
-    span = f"{row['start'] or '?'} .. {row['end'] or '?'}"
+    span = f"{_short(row['start'])} .. {_short(row['end'])}"
     drift = "n/a" if row["drift"] is None else ("yes" if row["drift"] else "no")
     if row["drift_share"] is not None:
         drift += f" (share {row['drift_share']:.2f})"
