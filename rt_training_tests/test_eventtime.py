@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from rt_training.eventtime import event_clock, max_event_time, read_event_clock, rows_up_to
+from rt_training.eventtime import event_clock, max_event_time, read_event_clock, rows_after, rows_up_to
 from rt_training.ingest.batch import LakeLocation
 from rt_training.spec import SpecError, load_spec, parse_spec
 from rt_training.spec.durations import format_duration, parse_duration
@@ -34,6 +34,7 @@ def test_max_event_time_and_rows_up_to_come_from_statistics_and_straddling_files
     assert rows_up_to(table, "t", T0) == 2
     assert rows_up_to(table, "t", T0 + dt.timedelta(seconds=12)) == 4
     assert rows_up_to(table, "t", T0 + dt.timedelta(days=1)) == 6
+    assert rows_after(table, "t", T0) == 4 and rows_after(table, "t", T0 + dt.timedelta(days=1)) == 0
 
 
 def test_a_table_without_statistics_is_read(tmp_path: Path) -> None:

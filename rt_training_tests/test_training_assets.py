@@ -256,30 +256,44 @@ def test_first_champion_sensor_launches_once_and_never_while_training(tmp_path) 
     write_deltalake(
         uri, teacher.table(1, seed=2, start_offset=needed + held, start_time=later), mode="append"
     )
+    # Enough rows to train on, but the gate would have only the few newest ones to judge on.
+    short = tick().skip_message
+    assert f"{held} silver rows in the held-out window" in short and "min_holdout_rows 200" in short
+    # 250 more events within 25 s: the held-out window has enough rows.
+    dense = teacher.table(
+        250,
+        seed=3,
+        start_offset=needed + held + 1,
+        start_time=later + dt.timedelta(seconds=1),
+        interval=dt.timedelta(milliseconds=100),
+    )
+    write_deltalake(uri, dense, mode="append")
     launched = tick()
     assert isinstance(launched, dg.SensorResult)
     (request,) = launched.run_requests
     assert (
-        request.run_key == "first-champion-silver-1"
+        request.run_key == "first-champion-silver-2"
         and "no champion yet" in request.tags["rt_training/trigger_reason"]
     )
-    assert "already requested for silver version 1" in tick().skip_message
-    # The requested run is in flight: nothing new is launched, even for a new silver version.
+    assert "already requested for silver version 2" in tick().skip_message
+    # The requested run is in flight: nothing new is launched, even for a new silver version (late events, from
+    # the start of the history: the watermark stays).
     job = defs.resolve_job_def("training_job")
     run = instance.create_run_for_job(
         job, tags={**job.tags, **request.tags}, status=dg.DagsterRunStatus.NOT_STARTED
     )
-    write_deltalake(uri, teacher.table(10, seed=3, start_offset=needed + 1), mode="append")
+    late = teacher.table(10, seed=4, start_offset=needed + held + 251, start_time=start, interval=minute)
+    write_deltalake(uri, late, mode="append")
     assert f"training_job run {run.run_id} is in flight" in tick().skip_message
     # It ended without a champion (rejected, say): the next silver version gets one more try.
     instance.report_run_failed(run)
     retry = tick()
-    assert [r.run_key for r in retry.run_requests] == ["first-champion-silver-2"]
+    assert [r.run_key for r in retry.run_requests] == ["first-champion-silver-3"]
     # Once a champion exists the sensor is done.
     registry = ModelRegistry(lake.uri(spec.name, "model_registry"))
     registry.register(Candidate("ckpt-a", str(tmp_path / "a.pt"), "0" * 64, "auc", 0.7))
     registry.promote("ckpt-a", "test")
-    write_deltalake(uri, teacher.table(10, seed=4, start_offset=needed + 11), mode="append")
+    write_deltalake(uri, teacher.table(10, seed=5, start_offset=needed + held + 261), mode="append")
     assert "a champion exists" in tick().skip_message
 
 

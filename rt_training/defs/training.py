@@ -13,11 +13,16 @@ point trains on the CPU (device ``auto``). The training jobs use the in-process 
 after another and the heavy work runs in the Pipes subprocess, so a process per step would only add start-up
 time.
 
-``first_champion_sensor`` trains the first champion once enough silver rows are older than the holdout cut, with
-no manual step; ``periodic_retraining_schedule`` launches ``retraining_job`` on ``spec.training.schedule_cron``.
-A retraining launched because of drift names the drift report in the run tag ``rt_training/drift_report`` (kept
-in the checkpoint's lineage) and may shorten the sampler's recency half-life for that run through the
-``training_set`` run config (``recency_half_life_s``).
+``first_champion_sensor`` trains the first champion once enough silver rows have event time up to the holdout
+cut (the watermark minus ``training.holdout_window_s``) and the held-out window has the rows the gate needs, with
+no manual step; ``periodic_retraining_schedule`` launches ``retraining_job`` on ``spec.training.schedule_cron``
+(wall clock), and ``periodic_retraining_sensor`` (:mod:`rt_training.defs.periodic`) every
+``training.retrain_every_s`` of event time or ``retrain_every_rows`` new rows. A retraining launched because of
+drift names the drift report in the run tag ``rt_training/drift_report`` (kept in the checkpoint's lineage) and
+shortens the sampler's recency half-life for that run through the ``training_set`` run config
+(``recency_half_life_s``). When the spec adapts to drift, ``refresh_job`` leaves the training set alone
+(:mod:`rt_training.defs.drift`), so the retraining's training set is the one that takes the new rows under the
+drift half-life.
 """
 
 import json
@@ -313,13 +318,14 @@ def build_first_champion_sensor(
         description=(
             f"Launches training_job once while there is no champion and silver holds at least {needed} rows "
             f"whose event time is more than {format_duration(spec.training.holdout_window_s)} behind the "
-            "event-time watermark (at most once per silver version, never while a training run is in flight)."
+            f"event-time watermark and at least {spec.training.min_holdout_rows} newer ones for the gate (at most "
+            "once per silver version, never while a training run is in flight)."
         ),
     )
     def first_champion_sensor(
         context: dg.SensorEvaluationContext, lake: LakeResource
     ) -> dg.SensorResult | dg.SkipReason:
-        from rt_training.eventtime import event_clock, rows_up_to
+        from rt_training.eventtime import event_clock, rows_after, rows_up_to
         from rt_training.lake.tables import open_table
         from rt_training.training.launch import champion_exists
         from rt_training.training.registry import REGISTRY_TABLE
@@ -344,6 +350,12 @@ def build_first_champion_sensor(
         if ready < needed:
             return dg.SkipReason(
                 f"{ready} silver rows with event time up to the holdout cut {cut.isoformat()}; waiting for {needed}"
+            )
+        held_out = rows_after(silver, spec.time_field, cut)
+        if held_out < spec.training.min_holdout_rows:
+            return dg.SkipReason(
+                f"{held_out} silver rows in the held-out window after {cut.isoformat()}; the gate needs "
+                f"training.min_holdout_rows {spec.training.min_holdout_rows}"
             )
         version = silver.version()
         if context.cursor == str(version):

@@ -204,6 +204,13 @@ def rows_up_to(silver: DeltaTable, time_field: str, cut: dt.datetime) -> int:
     return total
 
 
+def rows_after(silver: DeltaTable, time_field: str, cut: dt.datetime) -> int:
+    """Silver rows with event time after ``cut`` (the held-out window when ``cut`` is the training set's)."""
+    actions = _add_actions(silver)
+    total = int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
+    return total - rows_up_to(silver, time_field, cut)
+
+
 def _count_files(silver: DeltaTable, paths: list[str], time_field: str, cut: dt.datetime) -> int:
     dataset = silver.to_pyarrow_dataset()
     wanted = set(paths)

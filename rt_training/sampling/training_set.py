@@ -42,15 +42,16 @@ may have moved by the time a run is retried.
 
 Adapting to drift
 -----------------
-``half_life_override`` (the drift policy's ``on_drift_recency_half_life_s``, passed while drift is detected)
-replaces the recency half-life for one run. The spec's sampling policy is what the saved sample was drawn under,
-and :meth:`SamplingSession.from_state` refuses a changed one, so the override is applied where the half-life is
-used per batch: :class:`~rt_training.sampling.weights.PolicyWeights`, whose half-life is not part of the saved
-state. With the ``weighted`` strategy each new row's weight is ``2^(-age / half_life)``, its age counted from the
-newest event time seen, so a shorter half-life lets late, stale rows into the sample less often. Members already
-in the sample keep their keys. With ``time_biased`` the half-life lives in the reservoir's keys and with
-``uniform`` there are no weights: there the override is not applied, and the metadata says so
-(``adapted_for_drift`` false).
+``half_life_override`` (the drift policy's ``on_drift_recency_half_life_s``, passed to a retraining launched on
+drift) replaces the recency half-life for one run. The spec's sampling policy is what the saved sample was drawn
+under, and :meth:`SamplingSession.from_state` refuses a changed one, so the override is applied where the
+half-life is used per batch: :class:`~rt_training.sampling.weights.PolicyWeights`, whose half-life is not part of
+the saved state. With the ``weighted`` strategy each offered row's weight is ``2^(-age / half_life)``, its age
+counted in event time back from this run's cut, so with a shorter half-life the older of the rows offered
+together (and late rows) enter the sample less often. Members already in the sample keep their keys. The spec
+refuses the setting with another strategy; an override passed by hand to a ``time_biased`` or ``uniform`` sample
+is not applied, and the metadata says so (``adapted_for_drift`` false). Every snapshot reports ``recent_share``,
+the share of members within one half-life (the one used) before the cut.
 """
 
 from __future__ import annotations
@@ -203,6 +204,9 @@ class SnapshotStats:
     label_mean: float | None
     age_p50_s: float | None
     age_p95_s: float | None
+    recent_share: float | None = None
+    """Share of members whose event time is within one recency half-life before the cut (``None`` without a
+    half-life or a cut): how much of the sample is recent, against older rows and replay."""
 
     @property
     def replay_share(self) -> float:
@@ -270,6 +274,7 @@ class TrainingSetUpdate:
                 age_p50_s=s.age_p50_s,
                 age_p95_s=s.age_p95_s,
                 label_mean=s.label_mean,
+                recent_share=s.recent_share,
             )
             out.update({f"label_share_{label}": share for label, share in s.label_shares.items()})
         return {k: v for k, v in out.items() if v is not None}
@@ -419,8 +424,16 @@ def current_training_set(spec: PipelineSpec, lake: LakeLocation) -> TrainingSetI
         limit *= 4
 
 
-def snapshot_stats(rows: pa.Table, spec: PipelineSpec, watermark: dt.datetime | None) -> SnapshotStats:
-    """Size, replay rows, label mix (share per class, or the mean of a regression label) and member ages."""
+def snapshot_stats(
+    rows: pa.Table,
+    spec: PipelineSpec,
+    watermark: dt.datetime | None,
+    *,
+    cut: dt.datetime | None = None,
+    half_life_s: float | None = None,
+) -> SnapshotStats:
+    """Size, replay rows, label mix (share per class, or the mean of a regression label), member ages, and the
+    share of members within ``half_life_s`` of event time before ``cut``."""
     n = rows.num_rows
     replay = int(pc.sum(rows.column(REPLAY_COLUMN)).as_py() or 0) if n else 0
     label = rows.column(spec.label.field)
@@ -432,12 +445,14 @@ def snapshot_stats(rows: pa.Table, spec: PipelineSpec, watermark: dt.datetime | 
             shares = {str(k): float(c) / n for k, c in zip(keys, counts, strict=True)}
     elif n:
         mean = float(pc.mean(label).as_py())
-    p50 = p95 = None
+    p50 = p95 = recent = None
+    times = rows.column(spec.time_field).cast(_TS).cast(pa.int64()).to_numpy().astype(np.float64) / 1e6
     if n and watermark is not None:
-        times = rows.column(spec.time_field).cast(_TS).cast(pa.int64()).to_numpy().astype(np.float64) / 1e6
         ages = _utc(watermark).timestamp() - times
         p50, p95 = (float(v) for v in np.percentile(ages, [50, 95]))
-    return SnapshotStats(n, replay, shares, mean, p50, p95)
+    if n and cut is not None and half_life_s is not None:
+        recent = float(np.mean(times > _utc(cut).timestamp() - half_life_s))
+    return SnapshotStats(n, replay, shares, mean, p50, p95, recent)
 
 
 def _write_snapshot(
@@ -551,7 +566,13 @@ class _Context:
         if current is not None:
             rows = _open(current.uri, self.lake)
             assert rows is not None
-            stats = snapshot_stats(rows.to_pyarrow_table(), self.spec, self.clock.watermark)
+            stats = snapshot_stats(
+                rows.to_pyarrow_table(),
+                self.spec,
+                self.clock.watermark,
+                cut=current.cut,
+                half_life_s=self.spec.sampling.recency_half_life_s,
+            )
         return TrainingSetUpdate(
             changed=False,
             reason=reason,
@@ -641,7 +662,7 @@ def update_training_set(
     session = SamplingSession(spec) if saved is None else SamplingSession.from_state(spec, saved.session)
     half_life, adapted = _apply_half_life(session, half_life_override)
     losses = losses_fn(offered) if spec.sampling.importance and losses_fn is not None else None
-    update = session.update(offered, version, losses)
+    update = session.update(offered, version, losses, reference_time=cut.timestamp())
     sample = SavedSample(session.state(), watermark, previous)
     try:
         result = store.save(sample.to_state(), version)
@@ -673,7 +694,7 @@ def update_training_set(
             f"(silver version {version})"
         ),
         current=current,
-        stats=snapshot_stats(snapshot, spec, run.clock.watermark),
+        stats=snapshot_stats(snapshot, spec, run.clock.watermark, cut=cut, half_life_s=half_life),
         rows_offered=offered.num_rows,
         rows_added=update.added_rows.num_rows,
         rows_removed=int(update.removed_ids.size),
