@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from rt_training.cli.backtest import backtest
 from rt_training.cli.demo import demo
 from rt_training.cli.ingest import ingest
 from rt_training.cli.kafka import kafka
@@ -24,6 +25,7 @@ def cli() -> None:
 
 
 cli.add_command(spec)
+cli.add_command(backtest)
 cli.add_command(demo)
 cli.add_command(ingest)
 cli.add_command(kafka)
