@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from rt_training.cli.demo import demo
+from rt_training.cli.history import history
 from rt_training.cli.ingest import ingest
 from rt_training.cli.kafka import kafka
 from rt_training.cli.metrics import metrics
@@ -25,6 +26,7 @@ def cli() -> None:
 
 cli.add_command(spec)
 cli.add_command(demo)
+cli.add_command(history)
 cli.add_command(ingest)
 cli.add_command(kafka)
 cli.add_command(metrics)
