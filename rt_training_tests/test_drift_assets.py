@@ -4,8 +4,9 @@ The lake: a seeded demo stream, cleaned into silver by the real cleaning step; t
 (class-balanced: half positives, while the stream has about 20%); a small model trained on it, checkpointed with
 lineage pointing at that training-set version, registered and promoted. Timeline (event time, 100 events/s):
 
-- rows 0-5999, ingested in three batches up to T0 + 60 s: the training set's cut is T0 + 60 s;
-- rows 6000-6999, ingested at T0 + 70 s: the champion's held-out rows, its metric at promotion;
+- rows 0-5999, ingested in three batches up to T0 + 60 s (event times up to T0 + 59.99 s);
+- rows 6000-6999, ingested at T0 + 70 s: the watermark moves to T0 + 69.99 s and the training set's cut, a 10 s
+  holdout before it, to T0 + 59.99 s; these rows are the champion's held-out rows, its metric at promotion;
 - rows 7000-8999, ingested at T0 + 90 s: the current window (drifted from T0 + 70 s in the drift scenario).
 """
 
@@ -46,6 +47,8 @@ from rt_training.training.loop import evaluate, train
 from rt_training.training.registry import Candidate, LoadedChampion, ModelRegistry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CUT = T0 + timedelta(seconds=59.99)
+"""The first training set's cut: the watermark after the fourth batch (T0 + 69.99 s) minus the 10 s holdout."""
 RATE = 100.0
 SEED = 5
 
@@ -55,7 +58,9 @@ def drift_spec() -> PipelineSpec:
     return spec.model_copy(
         update={
             "sampling": spec.sampling.model_copy(update={"capacity": 3000}),
-            "training": spec.training.model_copy(update={"epochs": 3, "batch_size": 256}),
+            "training": spec.training.model_copy(
+                update={"epochs": 3, "batch_size": 256, "holdout_window_s": 10.0}
+            ),
             "drift": spec.drift.model_copy(update={"window_rows": 2000}),
         }
     )
@@ -105,11 +110,11 @@ def build_lake(root: Path, drift_at: float | None) -> Built:
     stream = Stream(spec, lake, drift_at)
     for at_s in (20, 40, 60):
         stream.ingest(2000, at_s)
-    update = update_training_set(spec, lake, now=T0 + timedelta(seconds=60 + spec.training.holdout_window_s))
-    info = update.current
-    assert info is not None and info.cut == T0 + timedelta(seconds=60)
-    assert update.stats.label_shares["1"] > 0.3  # class-balanced: the stream has about 20%
     stream.ingest(1000, 70)
+    update = update_training_set(spec, lake)
+    info = update.current
+    assert info is not None and info.cut == CUT and update.rows_offered == 6000
+    assert update.stats.label_shares["1"] > 0.3  # class-balanced: the stream has about 20%
 
     data = read_training_set(info.uri, info.version, spec)
     fit, valid = data.split(0.2, spec.training.seed)
@@ -191,7 +196,7 @@ def test_compared_columns_and_windows(stationary: Built) -> None:
     registry = ModelRegistry.for_pipeline(stationary.lake.root, spec.name)
     report = compute_drift_report(spec, stationary.lake, registry.load_champion(), T0 + timedelta(seconds=95))
     assert report.reference.training_set_version == 0
-    assert report.reference.silver_version == 2 and report.reference.cut == T0 + timedelta(seconds=60)
+    assert report.reference.silver_version == 3 and report.reference.cut == CUT
     # Reference: the newest 2000 silver rows up to the cut (the third batch); current: the last batch.
     assert report.result.reference_rows == 2000 and report.result.current_rows == 2000
     assert [c.column for c in report.result.columns] == [*numeric, PREDICTION_COLUMN, *categorical]
@@ -203,10 +208,7 @@ def test_compared_columns_and_windows(stationary: Built) -> None:
 def test_stationary_stream_refresh_job_reports_no_drift(stationary: Built) -> None:
     defs, _ = definitions(stationary.spec, stationary.lake)
     instance = dg.DagsterInstance.ephemeral()
-    now = (T0 + timedelta(seconds=95 + stationary.spec.training.holdout_window_s)).timestamp()
-    result = defs.resolve_job_def("refresh_job").execute_in_process(
-        run_config={"ops": {"training_set": {"config": {"now_unix_s": now}}}}, instance=instance
-    )
+    result = defs.resolve_job_def("refresh_job").execute_in_process(instance=instance)
     assert result.success
     assert meta(result, "training_set")["changed"]
     m = meta(result)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from deltalake import DeltaTable, write_deltalake
 from rt_training.defs.factory import build_definitions
 from rt_training.defs.ingest import PIPELINE_TAG
 from rt_training.defs.resources import KafkaResource, LakeResource
-from rt_training.defs.training import GPU_POOL_TAG, min_rows_for_first_champion
+from rt_training.defs.training import GPU_POOL_TAG
 from rt_training.ingest.batch import LakeLocation, run_micro_batch
 from rt_training.lake.exactly_once import committed_offsets
 from rt_training.spec import PipelineSpec
@@ -30,6 +29,7 @@ from rt_training.stream.offsets import partition_offsets
 from rt_training.stream.planner import OffsetRange
 from rt_training.stream.producer import produce
 from rt_training.training.checkpoints import file_sha256
+from rt_training.training.launch import min_rows_for_first_champion
 from rt_training.training.registry import Candidate, ModelRegistry
 from rt_training.training.teacher import LinearTeacher
 from rt_training_tests.ingest_support import resources, spec_for
@@ -69,13 +69,12 @@ def meta(result: dg.ExecuteInProcessResult, node: str) -> dict:
     return {k: v.value for k, v in mat.metadata.items()}
 
 
-def run_config(now_unix_s: float, **training) -> dict:
-    return {
-        "ops": {
-            "training_set": {"config": {"now_unix_s": now_unix_s}},
-            "model_candidate": {"config": {"threads": 1, "log_every": 5, **training}},
-        }
-    }
+def run_config(**training) -> dict:
+    return {"ops": {"model_candidate": {"config": {"threads": 1, "log_every": 5, **training}}}}
+
+
+HISTORY_MS = int(dt.datetime(2019, 6, 1, 12, tzinfo=dt.UTC).timestamp() * 1000)
+"""Stream A starts here: years before the test runs, as a backfill of a real topic would."""
 
 
 @pytest.mark.slow
@@ -93,37 +92,37 @@ def test_training_set_candidates_and_gate_on_an_ingested_stream(
         assert result.success
         return result
 
-    # Stream A: events two hours old, ingested now.
-    produce(kafka_broker, spec, topic, count=4000, seed=11, start_ms=(int(time.time()) - 7200) * 1000)
+    # Stream A: 4 s of event time in 2019 (1,000 events/s), ingested now. Alone it is the newest event time
+    # silver holds, so it is all held out: nothing to sample yet.
+    holdout_ms = int(spec.training.holdout_window_s * 1000)
+    produce(kafka_broker, spec, topic, count=4000, seed=11, start_ms=HISTORY_MS)
     ingest_pending(kafka_broker, spec, lake, "ingest-a")
     rows_a = silver(lake, spec).num_rows
     a_ends = {(p, o + 1) for p, o in _max_offsets(silver(lake, spec)).items()}
-    now_1 = time.time() + spec.training.holdout_window_s  # the cut is the present: all of A is before it
+    alone = meta(execute("training_set_job", {}), "training_set")
+    assert not alone["changed"] and "no silver rows with event time up to the cut" in alone["reason"]
 
-    first = meta(
-        execute("training_set_job", {"ops": {"training_set": {"config": {"now_unix_s": now_1}}}}),
-        "training_set",
-    )
+    # Stream B: 2 s of events one holdout window and a minute after A: the watermark moves past A, B is held out.
+    b_start = HISTORY_MS + 4000 + holdout_ms + 60_000
+    produce(kafka_broker, spec, topic, count=2000, seed=12, start_ms=b_start)
+    ingest_pending(kafka_broker, spec, lake, "ingest-b")
+    rows_b = silver(lake, spec).num_rows - rows_a
+
+    first = meta(execute("training_set_job", {}), "training_set")
     assert first["changed"] and first["rows_offered"] == rows_a == first["items_seen"]
     assert (
         first["training_set_version"] == 0 and first["size"] == 1600
     )  # recent part: replay fills on evictions
     assert first["label_share_0"] + first["label_share_1"] == pytest.approx(1.0)
     assert first["importance_weighted"] is False  # no champion yet
-    again = meta(
-        execute("training_set_job", {"ops": {"training_set": {"config": {"now_unix_s": now_1}}}}),
-        "training_set",
-    )
+    assert first["cut_unix_s"] == pytest.approx(first["watermark_unix_s"] - spec.training.holdout_window_s)
+    assert first["watermark_unix_s"] <= (b_start + 2000) / 1000
+    again = meta(execute("training_set_job", {}), "training_set")
     assert not again["changed"] and again["training_set_version"] == 0
     assert DeltaTable(lake.uri(spec.name, "training_set")).version() == 0
 
-    # Stream B: events from now on, after the cut: the held-out window.
-    produce(kafka_broker, spec, topic, count=2000, seed=12, start_ms=int(time.time() * 1000))
-    ingest_pending(kafka_broker, spec, lake, "ingest-b")
-    rows_b = silver(lake, spec).num_rows - rows_a
-
     # The first champion: nothing new under the cut, so the candidate trains on snapshot 0.
-    result = execute("training_job", run_config(now_1))
+    result = execute("training_job", run_config())
     candidate, gate = meta(result, "model_candidate"), meta(result, "champion_model")
     assert meta(result, "training_set")["rows_offered"] == 0
     assert candidate["training_set_version"] == 0 and candidate["holdout_after"] == first["cut_time"]
@@ -155,7 +154,7 @@ def test_training_set_candidates_and_gate_on_an_ingested_stream(
 
     # A retraining launched for a drift report, on two DDP ranks under torchrun: warm start, gated against the
     # champion by the training run.
-    config = run_config(now_1, nproc_per_node=2)
+    config = run_config(nproc_per_node=2)
     result = execute("retraining_job", config, tags={"rt_training/drift_report": "drift-42"})
     candidate, gate = meta(result, "model_candidate"), meta(result, "champion_model")
     assert candidate["warm_start_from"] == champion_1 and candidate["drift_report"] == "drift-42"
@@ -172,15 +171,17 @@ def test_training_set_candidates_and_gate_on_an_ingested_stream(
 
     # A deliberately poor candidate (one step from scratch): the run had no champion to compare with, so the
     # gate scores it here against the champion, rejects it, and the champion stays.
-    result = execute("training_job", run_config(now_1, warm_start=False, max_steps=1))
+    result = execute("training_job", run_config(warm_start=False, max_steps=1))
     gate = meta(result, "champion_model")
     assert gate["decision"] == "rejected" and gate["decided_by"] == "re-scored"
     assert gate["candidate_metric"] < gate["champion_metric"] and "worse by" in gate["reason"]
     assert registry.champion().checkpoint_id == champion_2 == gate["champion_id"]
 
-    # Later: B falls under the cut and is offered, once; the champion's losses weigh it; drift shortens the
-    # half-life for this run.
-    later = {"now_unix_s": time.time() + spec.training.holdout_window_s, "recency_half_life_s": 600.0}
+    # Later events (stream C) move the watermark: B falls under the cut and is offered, once; the champion's
+    # losses weigh it; drift shortens the half-life for this run.
+    produce(kafka_broker, spec, topic, count=500, seed=13, start_ms=b_start + 2000 + holdout_ms + 60_000)
+    ingest_pending(kafka_broker, spec, lake, "ingest-c")
+    later = {"recency_half_life_s": 600.0}
     update = meta(execute("training_set_job", {"ops": {"training_set": {"config": later}}}), "training_set")
     assert update["changed"] and update["rows_offered"] == rows_b
     assert update["items_seen"] == rows_a + rows_b
@@ -241,12 +242,19 @@ def test_first_champion_sensor_launches_once_and_never_while_training(tmp_path) 
     needed = min_rows_for_first_champion(spec)
     teacher = LinearTeacher(spec, seed=1)
     uri = lake.uri(spec.name, "silver")
-    write_deltalake(uri, teacher.table(needed - 1, seed=1))  # ingested (and happened) in 2025: before any cut
+    # Events a minute apart in 2017: the newest holdout window (2 min) of event time is held out, the rows up to
+    # the cut count.
+    start, minute = dt.datetime(2017, 1, 1, tzinfo=dt.UTC), dt.timedelta(minutes=1)
+    held = int(spec.training.holdout_window_s // 60)
+    write_deltalake(uri, teacher.table(needed - 1 + held, seed=1, start_time=start, interval=minute))
     assert (
-        f"{needed - 1} silver rows ingested before the holdout cut; waiting for {needed}"
-        in tick().skip_message
+        f"{needed - 1} silver rows with event time up to the holdout cut" in tick().skip_message
+        and f"waiting for {needed}" in tick().skip_message
     )
-    write_deltalake(uri, teacher.table(1, seed=2, start_offset=needed), mode="append")
+    later = start + (needed - 1 + held) * minute
+    write_deltalake(
+        uri, teacher.table(1, seed=2, start_offset=needed + held, start_time=later), mode="append"
+    )
     launched = tick()
     assert isinstance(launched, dg.SensorResult)
     (request,) = launched.run_requests

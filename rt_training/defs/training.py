@@ -20,7 +20,6 @@ in the checkpoint's lineage) and may shorten the sampler's recency half-life for
 ``training_set`` run config (``recency_half_life_s``).
 """
 
-import datetime as dt
 import json
 from typing import Any, Literal
 
@@ -30,6 +29,8 @@ from pydantic import Field
 from rt_training.defs.ingest import IN_FLIGHT, PIPELINE_TAG
 from rt_training.defs.resources import LakeResource
 from rt_training.spec import PipelineSpec
+from rt_training.spec.durations import format_duration
+from rt_training.training.launch import min_rows_for_first_champion
 
 GPU_POOL_TAG = "rt_training/gpu_pool"
 DRIFT_REPORT_TAG = "rt_training/drift_report"
@@ -49,13 +50,8 @@ GPU_TAGS: dict[str, Any] = {
 
 
 class TrainingSetConfig(dg.Config):
-    """How one ``training_set`` run samples."""
+    """How one ``training_set`` run samples (its cut is event time: silver's watermark minus the holdout)."""
 
-    now_unix_s: float | None = Field(
-        default=None,
-        description="The run's time in Unix seconds (default: the wall clock); the cut is this minus the "
-        "spec's training.holdout_window_s. Set it to reproduce a run.",
-    )
     recency_half_life_s: float | None = Field(
         default=None,
         gt=0,
@@ -90,8 +86,9 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         kinds={"deltalake"},
         description=(
             f"A {spec.sampling.strategy} sample of silver ({spec.sampling.capacity} rows, replay share "
-            f"{spec.sampling.replay_share}); each silver row is offered once, after "
-            f"{spec.training.holdout_window_s:g}s held out. One Delta snapshot per silver version."
+            f"{spec.sampling.replay_share}); each silver row is offered once, when its event time is more than "
+            f"{format_duration(spec.training.holdout_window_s)} behind the pipeline's event-time watermark (the "
+            "newer rows are held out for the gate). One Delta snapshot per silver version."
         ),
     )
     def training_set(
@@ -101,14 +98,9 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         from rt_training.training.champion import champion_losses, registry_for
 
         location = lake.location()
-        now = (
-            dt.datetime.now(dt.UTC)
-            if config.now_unix_s is None
-            else dt.datetime.fromtimestamp(config.now_unix_s, dt.UTC)
-        )
         losses = champion_losses(spec, registry_for(spec, location)) if spec.sampling.importance else None
         update = update_training_set(
-            spec, location, now=now, losses_fn=losses, half_life_override=config.recency_half_life_s
+            spec, location, losses_fn=losses, half_life_override=config.recency_half_life_s
         )
         if update.recovered:
             context.log.warning("wrote the snapshot of a sampler state saved by an interrupted run first")
@@ -308,11 +300,6 @@ def build_training_jobs(spec: PipelineSpec) -> tuple[Any, Any, Any]:
     return training_set_job, training_job, retraining_job
 
 
-def min_rows_for_first_champion(spec: PipelineSpec) -> int:
-    """Silver rows older than the holdout cut needed before the first training: a few batches' worth."""
-    return max(1000, spec.training.batch_size * 4)
-
-
 def build_first_champion_sensor(
     spec: PipelineSpec, training_job: Any, other_jobs: list[str]
 ) -> dg.SensorDefinition:
@@ -325,15 +312,15 @@ def build_first_champion_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             f"Launches training_job once while there is no champion and silver holds at least {needed} rows "
-            f"ingested more than {spec.training.holdout_window_s:g}s ago (at most once per silver version, never "
-            "while a training run is in flight)."
+            f"whose event time is more than {format_duration(spec.training.holdout_window_s)} behind the "
+            "event-time watermark (at most once per silver version, never while a training run is in flight)."
         ),
     )
     def first_champion_sensor(
         context: dg.SensorEvaluationContext, lake: LakeResource
     ) -> dg.SensorResult | dg.SkipReason:
+        from rt_training.eventtime import event_clock, rows_up_to
         from rt_training.lake.tables import open_table
-        from rt_training.sampling.training_set import rows_ingested_by
         from rt_training.training.launch import champion_exists
         from rt_training.training.registry import REGISTRY_TABLE
 
@@ -350,10 +337,14 @@ def build_first_champion_sensor(
         silver = open_table(location.uri(spec.name, "silver"), options)
         if silver is None:
             return dg.SkipReason("no silver table yet")
-        cut = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=spec.training.holdout_window_s)
-        ready = rows_ingested_by(silver, cut)
+        cut = event_clock(spec, silver).cut(spec.training.holdout_window_s)
+        if cut is None:
+            return dg.SkipReason("silver has no rows yet")
+        ready = rows_up_to(silver, spec.time_field, cut)
         if ready < needed:
-            return dg.SkipReason(f"{ready} silver rows ingested before the holdout cut; waiting for {needed}")
+            return dg.SkipReason(
+                f"{ready} silver rows with event time up to the holdout cut {cut.isoformat()}; waiting for {needed}"
+            )
         version = silver.version()
         if context.cursor == str(version):
             return dg.SkipReason(f"training_job already requested for silver version {version}")
@@ -361,7 +352,9 @@ def build_first_champion_sensor(
             run_requests=[
                 dg.RunRequest(
                     run_key=f"first-champion-silver-{version}",
-                    tags={TRIGGER_TAG: f"no champion yet; {ready} silver rows before the holdout cut"},
+                    tags={
+                        TRIGGER_TAG: f"no champion yet; {ready} silver rows up to the holdout cut {cut.isoformat()}"
+                    },
                 )
             ],
             cursor=str(version),

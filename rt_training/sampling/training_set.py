@@ -2,25 +2,28 @@
 
 Which silver rows a run offers to the sampler
 ---------------------------------------------
-A run at time ``now`` draws a *cut* on ingestion time, ``cut = now - spec.training.holdout_window_s``. Rows
-ingested after the cut are kept out: together with newer rows they are the validation gate's held-out window.
-Rows ingested at or before the cut are offered to :class:`~rt_training.sampling.session.SamplingSession`, each
-exactly once over all runs:
+A run reads the newest silver version ``V`` and its event-time clock (:mod:`rt_training.eventtime`): the watermark
+is silver's highest event time minus ``time.allowed_lateness``, and the *cut* is
+``watermark - training.holdout_window_s``. Rows whose event time is after the cut are kept out: they are the
+validation gate's held-out window. Rows with event time at or before the cut are offered to
+:class:`~rt_training.sampling.session.SamplingSession`, each exactly once over all runs:
 
-* A run reads the newest silver version ``V`` and offers the rows of ``V`` with ``_ingested_at <= cut`` that the
-  previous run did not offer. The previous run read version ``V'`` with cut ``c'`` and offered every row of
-  ``V'`` ingested up to ``c'``. Every row of ``V'`` has a Kafka offset below silver's committed offset of its
-  partition at ``V'`` (the Delta app transaction of the ingest), and every row committed later has a higher
-  one, so "offered before" is exactly "ingested up to ``c'`` with an offset below ``V'``'s". That also catches a
-  micro-batch stamped before ``c'`` that committed after the previous run read silver, which a cut on time
-  alone would skip forever.
-* The watermark ``(V, cut, offsets)`` is saved with the sampler state, and the cut never moves back.
+* A run offers the rows of ``V`` with event time ``<= cut`` that the previous run did not offer. The previous run
+  read version ``V'`` with cut ``c'`` and offered every row of ``V'`` with event time up to ``c'``. Every row of
+  ``V'`` has a Kafka offset below silver's committed offset of its partition at ``V'`` (the Delta app transaction
+  of the ingest), and every row committed later has a higher one, so "offered before" is exactly "event time up to
+  ``c'`` with an offset below ``V'``'s". That holds whatever order events arrive in: a *late* row (event time at or
+  before ``c'``, committed after ``V'``) has a higher offset, so the next run offers it, by its event time; a row of
+  ``V'`` whose event time was after ``c'`` is offered once the cut passes it.
+* The record ``(V, cut, offsets)`` is saved with the sampler state, and the cut never moves back (the watermark only
+  grows while silver grows; a rebuild that lowered it would not make the cut go back).
 * Rows become eligible only at a new silver version: while silver does not change, a run changes nothing. When
   the stream stops, its last window therefore stays held out, and the gate keeps data to judge on.
 
-The gate's held-out window is the silver rows whose *event* time is after the cut (``holdout.after`` in the
-training job). An event happens before it is ingested, so all those rows were ingested after the cut: neither
-the candidate nor an earlier champion (earlier cuts are not later) was trained on them.
+The gate's held-out window is the silver rows whose event time is after the cut (``holdout.after`` in the
+training job): rows after the candidate's cut, and so after every earlier cut (cuts never move back), so neither
+the candidate nor an earlier champion was trained on them. Nothing here reads the wall clock: a replay of last
+year's topic, a backfill and a live stream give the same sample for the same silver versions.
 
 Writes, crashes and concurrent runs
 -----------------------------------
@@ -28,14 +31,14 @@ Each version of the ``training_set`` table is a full snapshot (``mode="overwrite
 rows that are still members plus the rows that joined, with a boolean ``_is_replay`` column. A run saves the
 sampler state first (:class:`~rt_training.sampling.state_store.SamplerStateStore`, at most once per silver
 version) and then writes the snapshot with the Delta app transaction ``(<pipeline>/training_set, V)`` and the
-watermark in the same commit. The snapshot is a function of the saved state alone (its member ids, the previous
-snapshot and the rows its watermark offered, re-read from silver version ``V`` by time travel), so:
+offer record in the same commit. The snapshot is a function of the saved state alone (its member ids, the previous
+snapshot and the rows its record offered, re-read from silver version ``V`` by time travel), so:
 
 * a run that dies between the two commits is completed by the next run before it does anything else;
 * of two concurrent runs only one saves the state for ``V``; the other writes (or finds) that state's snapshot.
 
-Recomputing the sampler update instead would not reproduce it: the cut comes from the wall clock and importance
-weights from the champion, and both may have moved by the time a run is retried.
+Recomputing the sampler update instead would not reproduce it: importance weights come from the champion, which
+may have moved by the time a run is retried.
 
 Adapting to drift
 -----------------
@@ -63,10 +66,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rt_training.sampling.weights import class_keys
+from rt_training.spec.durations import format_duration
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
+    from rt_training.eventtime import EventClock
     from rt_training.ingest.batch import LakeLocation
     from rt_training.sampling.session import SamplingSession
     from rt_training.spec.models import PipelineSpec
@@ -78,10 +83,10 @@ REPLAY_COLUMN = "_is_replay"
 """True for rows kept as replay of older data, False for the recent sample."""
 COMMIT_KEY = "rt_training.training_set"
 """Custom commit metadata of each snapshot: silver version, cut, rows and replay rows."""
-STATE_FORMAT = "rt_training.training_set/1"
+STATE_FORMAT = "rt_training.training_set/2"
+"""Version 2: cuts are event time (version 1 cut on ingestion time)."""
 STATES_KEPT = 3
 """Sampler states kept after each update (each holds every member id; only the newest is ever read)."""
-INGESTED_AT = "_ingested_at"
 _TS = pa.timestamp("us", tz="UTC")
 
 LossesFn = Callable[[pa.Table], Any]
@@ -99,8 +104,8 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 @dataclass(frozen=True)
-class Watermark:
-    """What the sample has been offered: silver rows of ``silver_version`` ingested up to ``cut``.
+class Offered:
+    """What the sample has been offered: silver rows of ``silver_version`` with event time up to ``cut``.
 
     ``offsets`` maps ``(topic, partition)`` to silver's committed (next) offset at ``silver_version``: every row
     of that version has a lower offset, every later row a higher one.
@@ -118,15 +123,15 @@ class Watermark:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Watermark:
+    def from_json(cls, data: Mapping[str, Any]) -> Offered:
         return cls(
             int(data["silver_version"]),
             _utc(dt.datetime.fromisoformat(data["cut"])),
             {(str(t), int(p)): int(o) for t, p, o in data["offsets"]},
         )
 
-    def offered_before(self) -> pc.Expression:
-        """Rows this watermark has offered: ingested up to the cut, with an offset below the committed one."""
+    def offered_before(self, time_field: str) -> pc.Expression:
+        """Rows this record has offered: event time up to the cut, with an offset below the committed one."""
         below = pc.scalar(False)
         for (topic, partition), offset in self.offsets.items():
             below = below | (
@@ -134,7 +139,7 @@ class Watermark:
                 & (pc.field("_partition") == partition)
                 & (pc.field("_offset") < offset)
             )
-        return (pc.field(INGESTED_AT) <= pa.scalar(self.cut, _TS)) & below
+        return (pc.field(time_field) <= pa.scalar(self.cut, _TS)) & below
 
 
 @dataclass(frozen=True)
@@ -142,8 +147,8 @@ class SavedSample:
     """The sampler state as saved per silver version: the session, its watermark and the one before it."""
 
     session: dict[str, Any]
-    watermark: Watermark
-    previous: Watermark | None
+    watermark: Offered
+    previous: Offered | None
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -164,8 +169,8 @@ class SavedSample:
         previous = state.get("previous")
         return cls(
             dict(state["session"]),
-            Watermark.from_json(state["watermark"]),
-            None if previous is None else Watermark.from_json(previous),
+            Offered.from_json(state["watermark"]),
+            None if previous is None else Offered.from_json(previous),
         )
 
     def members(self) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +194,8 @@ class TrainingSetInfo:
 
 @dataclass(frozen=True)
 class SnapshotStats:
-    """Size, replay share, label mix and member ages of a snapshot (ages in seconds, event time to ``now``)."""
+    """Size, replay share, label mix and member ages of a snapshot (ages in seconds of event time before the
+    pipeline's watermark)."""
 
     rows: int
     replay_rows: int
@@ -226,6 +232,7 @@ class TrainingSetUpdate:
     adapted_for_drift: bool = False
     importance_weighted: bool = False
     cut: dt.datetime | None = None
+    clock: EventClock | None = None
 
     def metadata(self) -> dict[str, Any]:
         """Flat, plottable values (``None`` left out)."""
@@ -245,6 +252,8 @@ class TrainingSetUpdate:
         }
         if self.cut is not None:
             out["run_cut_time"] = self.cut.isoformat()
+        if self.clock is not None:
+            out.update(self.clock.to_metadata())
         if self.current is not None:
             out.update(
                 training_set_version=self.current.version,
@@ -298,12 +307,16 @@ def committed_offsets_at(table: DeltaTable, pipeline: str) -> dict[tuple[str, in
 
 
 def _candidate_files(
-    table: DeltaTable, previous: Watermark | None, cut: dt.datetime, partitions: set[tuple[str, int]]
+    table: DeltaTable,
+    previous: Offered | None,
+    cut: dt.datetime,
+    partitions: set[tuple[str, int]],
+    time_field: str,
 ) -> list[str]:
     """Data files that may hold rows to offer, from the add actions' column statistics.
 
-    A file is skipped when every row in it was ingested after the cut, or when every row in it was ingested up to
-    the previous cut with an offset below every partition's previous committed offset (all offered before).
+    A file is skipped when every row in it has event time after the cut, or when every row in it has event time up
+    to the previous cut and an offset below every partition's previous committed offset (all offered before).
     A file without statistics is always read.
     """
     actions = pa.table(table.get_add_actions(flatten=True))
@@ -317,8 +330,8 @@ def _candidate_files(
     keep = []
     for path, first, last, top in zip(
         column("path"),
-        column(f"min.{INGESTED_AT}"),
-        column(f"max.{INGESTED_AT}"),
+        column(f"min.{time_field}"),
+        column(f"max.{time_field}"),
         column("max._offset"),
         strict=True,
     ):
@@ -347,27 +360,15 @@ def _read_files(table: DeltaTable, paths: list[str], where: pc.Expression, lake:
 
 
 def offered_rows(
-    silver: DeltaTable, previous: Watermark | None, watermark: Watermark, lake: LakeLocation
+    silver: DeltaTable, previous: Offered | None, watermark: Offered, lake: LakeLocation, time_field: str
 ) -> pa.Table:
     """Silver rows (at the loaded version) that ``watermark`` offers after ``previous``, in Kafka order."""
-    where = pc.field(INGESTED_AT) <= pa.scalar(watermark.cut, _TS)
+    where = pc.field(time_field) <= pa.scalar(watermark.cut, _TS)
     if previous is not None:
-        where = where & ~previous.offered_before()
-    paths = _candidate_files(silver, previous, watermark.cut, set(watermark.offsets))
+        where = where & ~previous.offered_before(time_field)
+    paths = _candidate_files(silver, previous, watermark.cut, set(watermark.offsets), time_field)
     rows = _read_files(silver, paths, where, lake)
     return rows.sort_by([("_topic", "ascending"), ("_partition", "ascending"), ("_offset", "ascending")])
-
-
-def rows_ingested_by(silver: DeltaTable, cut: dt.datetime) -> int:
-    """Silver rows ingested up to ``cut``, counted from file statistics alone (a lower bound when a file
-    straddles the cut; micro-batches stamp all their rows at once, so in practice exact)."""
-    actions = pa.table(silver.get_add_actions(flatten=True))
-    if actions.num_rows == 0 or f"max.{INGESTED_AT}" not in actions.column_names:
-        return 0
-    last = actions.column(f"max.{INGESTED_AT}")
-    counts = actions.column("num_records")
-    mask = pc.fill_null(pc.less_equal(last, pa.scalar(cut, last.type)), False)
-    return int(pc.sum(pc.filter(counts, mask)).as_py() or 0)
 
 
 def _drop_duplicate_ids(rows: pa.Table, previous: pa.Table | None, id_field: str) -> tuple[pa.Table, int]:
@@ -418,7 +419,7 @@ def current_training_set(spec: PipelineSpec, lake: LakeLocation) -> TrainingSetI
         limit *= 4
 
 
-def snapshot_stats(rows: pa.Table, spec: PipelineSpec, now: dt.datetime) -> SnapshotStats:
+def snapshot_stats(rows: pa.Table, spec: PipelineSpec, watermark: dt.datetime | None) -> SnapshotStats:
     """Size, replay rows, label mix (share per class, or the mean of a regression label) and member ages."""
     n = rows.num_rows
     replay = int(pc.sum(rows.column(REPLAY_COLUMN)).as_py() or 0) if n else 0
@@ -432,9 +433,9 @@ def snapshot_stats(rows: pa.Table, spec: PipelineSpec, now: dt.datetime) -> Snap
     elif n:
         mean = float(pc.mean(label).as_py())
     p50 = p95 = None
-    if n:
+    if n and watermark is not None:
         times = rows.column(spec.time_field).cast(_TS).cast(pa.int64()).to_numpy().astype(np.float64) / 1e6
-        ages = _utc(now).timestamp() - times
+        ages = _utc(watermark).timestamp() - times
         p50, p95 = (float(v) for v in np.percentile(ages, [50, 95]))
     return SnapshotStats(n, replay, shares, mean, p50, p95)
 
@@ -474,7 +475,9 @@ def _write_snapshot(
         silver = _open(lake.uri(spec.name, "silver"), lake, version)
         assert silver is not None
         offered, _ = _drop_duplicate_ids(
-            offered_rows(silver, sample.previous, sample.watermark, lake), previous_rows, spec.id_field
+            offered_rows(silver, sample.previous, sample.watermark, lake, spec.time_field),
+            previous_rows,
+            spec.id_field,
         )
     pool = (
         offered if previous_rows is None else pa.concat_tables([previous_rows.cast(offered.schema), offered])
@@ -539,7 +542,7 @@ def _apply_half_life(session: SamplingSession, override: float | None) -> tuple[
 class _Context:
     spec: PipelineSpec
     lake: LakeLocation
-    now: dt.datetime
+    clock: EventClock
     recovered: bool = False
 
     def unchanged(self, reason: str, **extra: Any) -> TrainingSetUpdate:
@@ -548,7 +551,7 @@ class _Context:
         if current is not None:
             rows = _open(current.uri, self.lake)
             assert rows is not None
-            stats = snapshot_stats(rows.to_pyarrow_table(), self.spec, self.now)
+            stats = snapshot_stats(rows.to_pyarrow_table(), self.spec, self.clock.watermark)
         return TrainingSetUpdate(
             changed=False,
             reason=reason,
@@ -556,6 +559,7 @@ class _Context:
             stats=stats,
             recovered=self.recovered,
             recency_half_life_s=self.spec.sampling.recency_half_life_s,
+            clock=self.clock,
             **extra,
         )
 
@@ -564,7 +568,6 @@ def update_training_set(
     spec: PipelineSpec,
     lake: LakeLocation,
     *,
-    now: dt.datetime,
     losses_fn: LossesFn | None = None,
     half_life_override: float | None = None,
 ) -> TrainingSetUpdate:
@@ -576,8 +579,6 @@ def update_training_set(
         The pipeline spec (sampling policy, holdout window, id/time/label fields).
     lake
         Where the pipeline's tables are.
-    now
-        The run's time (timezone-aware); the cut is ``now - spec.training.holdout_window_s``.
     losses_fn
         Called with the offered rows when the policy weights by importance; returns the champion's loss per
         row (``None`` while there is no champion).
@@ -593,10 +594,12 @@ def update_training_set(
     """
     from deltalake.exceptions import CommitFailedError
 
+    from rt_training.eventtime import event_clock
     from rt_training.sampling.session import SamplingSession
     from rt_training.sampling.state_store import SamplerStateStore
 
-    run = _Context(spec, lake, _utc(now))
+    silver = _open(lake.uri(spec.name, "silver"), lake)
+    run = _Context(spec, lake, event_clock(spec, silver))
     options = dict(lake.storage_options) if lake.storage_options else None
     store = SamplerStateStore.for_pipeline(spec.name, lake.root, options)
     stored = store.load_latest()
@@ -608,26 +611,29 @@ def update_training_set(
             saved.watermark.silver_version,
         )
 
-    silver = _open(lake.uri(spec.name, "silver"), lake)
     if silver is None:
         return run.unchanged("no silver table yet")
     version = silver.version()
     if saved is not None and version <= saved.watermark.silver_version:
         return run.unchanged(f"silver has no version after {saved.watermark.silver_version}")
-    cut = run.now - dt.timedelta(seconds=spec.training.holdout_window_s)
+    cut = run.clock.cut(spec.training.holdout_window_s)
+    if cut is None:
+        return run.unchanged(f"silver version {version} has no rows yet")
     if saved is not None and cut < saved.watermark.cut:
         cut = saved.watermark.cut
-    watermark = Watermark(version, cut, committed_offsets_at(silver, spec.name))
+    watermark = Offered(version, cut, committed_offsets_at(silver, spec.name))
     previous = None if saved is None else saved.watermark
 
     table = _open(training_set_uri(spec, lake), lake)
     previous_rows = None if table is None else table.to_pyarrow_table().drop_columns([REPLAY_COLUMN])
     offered, dropped = _drop_duplicate_ids(
-        offered_rows(silver, previous, watermark, lake), previous_rows, spec.id_field
+        offered_rows(silver, previous, watermark, lake, spec.time_field), previous_rows, spec.id_field
     )
     if offered.num_rows == 0:
         return run.unchanged(
-            f"no silver rows ingested up to the cut {cut.isoformat()} that were not offered before",
+            f"no silver rows with event time up to the cut {cut.isoformat()} (watermark "
+            f"{run.clock.watermark.isoformat() if run.clock.watermark else 'none'} minus the "
+            f"{format_duration(spec.training.holdout_window_s)} holdout) that were not offered before",
             duplicates_dropped=dropped,
             cut=cut,
         )
@@ -663,10 +669,11 @@ def update_training_set(
     return TrainingSetUpdate(
         changed=written is not None,
         reason=(
-            f"offered {offered.num_rows} silver rows ingested up to {cut.isoformat()} (silver version {version})"
+            f"offered {offered.num_rows} silver rows with event time up to {cut.isoformat()} "
+            f"(silver version {version})"
         ),
         current=current,
-        stats=snapshot_stats(snapshot, spec, run.now),
+        stats=snapshot_stats(snapshot, spec, run.clock.watermark),
         rows_offered=offered.num_rows,
         rows_added=update.added_rows.num_rows,
         rows_removed=int(update.removed_ids.size),
@@ -678,4 +685,5 @@ def update_training_set(
         adapted_for_drift=adapted,
         importance_weighted=losses is not None,
         cut=cut,
+        clock=run.clock,
     )

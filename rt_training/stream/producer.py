@@ -113,7 +113,7 @@ class TokenBucket:
         return 0.0
 
 
-class _Deliveries:
+class Deliveries:
     """Counts failed deliveries reported by the client's callbacks, keeping the first error."""
 
     def __init__(self) -> None:
@@ -141,7 +141,7 @@ def ensure_topic(
             return existing, False
         partitions = spec.source.partitions
     config = {}
-    largest = _largest_record(spec)
+    largest = largest_record_bytes(spec)
     if largest > BROKER_DEFAULT_MAX_MESSAGE:
         config["max.message.bytes"] = str(largest + 65_536)
     created = create_topic(
@@ -150,7 +150,8 @@ def ensure_topic(
     return partitions, created
 
 
-def _largest_record(spec: PipelineSpec) -> int:
+def largest_record_bytes(spec: PipelineSpec) -> int:
+    """The largest record a topic of ``spec`` must take: the synthetic stream's oversized records included."""
     return spec.schema_.max_record_bytes + 1 + OVERSIZE_SPREAD
 
 
@@ -220,12 +221,12 @@ def produce(
         settings,
         linger_ms=linger_ms,
         batch_size=batch_size,
-        max_request_size=max(1_048_576, _largest_record(spec) + 65_536),
+        max_request_size=max(1_048_576, largest_record_bytes(spec) + 65_536),
     )
     summary = ProduceSummary(topic=topic, partitions=n_partitions, topic_created=created)
     chunk = MAX_CHUNK if rate <= 0 else max(1, min(MAX_CHUNK, int(rate / CHUNKS_PER_S)))
     bucket = TokenBucket(rate)
-    deliveries = _Deliveries()
+    deliveries = Deliveries()
     started = time.monotonic()
     last_report, sent_at_report = started, 0
     try:

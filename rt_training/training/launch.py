@@ -57,19 +57,24 @@ class LaunchPlan:
 
 
 def silver_offset_ranges(
-    silver_uri: str, version: int, cut: dt.datetime, storage_options: dict[str, str] | None = None
+    silver_uri: str,
+    version: int,
+    cut: dt.datetime,
+    time_field: str,
+    storage_options: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per Kafka partition, ``[start, end)`` of the offsets of silver rows (at ``version``) ingested up to ``cut``.
+    """Per Kafka partition, ``[start, end)`` of the offsets of silver rows (at ``version``) with event time up to
+    ``cut``.
 
-    These are the rows a training-set snapshot with that cut could draw from. Offsets inside a range that are
-    not in silver went to dead letters.
+    These are the rows a training-set snapshot with that cut could draw from. An offset inside a range that is not
+    among them went to dead letters, or is an event after the cut (held out) that arrived before a late one.
     """
     from deltalake import DeltaTable
 
     table = DeltaTable(silver_uri, version=version, storage_options=storage_options)
     rows = table.to_pyarrow_dataset().to_table(
         columns=["_topic", "_partition", "_offset"],
-        filter=pc.field("_ingested_at") <= pa.scalar(cut, pa.timestamp("us", tz="UTC")),
+        filter=pc.field(time_field) <= pa.scalar(cut, pa.timestamp("us", tz="UTC")),
     )
     if rows.num_rows == 0:
         return []
@@ -159,7 +164,7 @@ def plan_training_run(
         "lineage": {
             "silver_versions": {"silver": training_set.silver_version},
             "kafka_offsets": silver_offset_ranges(
-                silver_uri, training_set.silver_version, training_set.cut, options
+                silver_uri, training_set.silver_version, training_set.cut, spec.time_field, options
             ),
             "drift_report": drift_report,
         },
@@ -180,6 +185,12 @@ def plan_training_run(
         holdout_silver_version=silver.version(),
         warm_start=warm_start,
     )
+
+
+def min_rows_for_first_champion(spec: PipelineSpec) -> int:
+    """Silver rows with event time up to the holdout cut needed before the first training: a few batches' worth
+    (the first-champion sensor and the backtest wait for them)."""
+    return max(1000, spec.training.batch_size * 4)
 
 
 def champion_exists(registry_uri: str, storage_options: dict[str, str] | None = None) -> bool:
