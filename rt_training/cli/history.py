@@ -3,7 +3,7 @@
 Examples::
 
     rt-training history generate --events 300000 --out retail_history.jsonl --seed 7
-    rt-training backtest --spec rt_training/specs/retail_history.yaml --events retail_history.jsonl --step 30d
+    rt-training backtest rt_training/specs/retail_history.yaml --events retail_history.jsonl --step 30d
 """
 
 from __future__ import annotations
