@@ -56,7 +56,6 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_result
 
+from rt_training.eventtime.clock import read_event_clock
 from rt_training.ingest.batch import LakeLocation, run_micro_batch, seen_ids_outside
 from rt_training.lake.exactly_once import committed_offsets
 from rt_training.lake.history import commits
@@ -391,7 +391,7 @@ def ingest_backlog(
             return pipeline_s, batches
         for ranges in runs:
             t_probe = time.monotonic()
-            seen_ids_outside(spec, lake, ranges, datetime.now(UTC))
+            seen_ids_outside(spec, lake, ranges, read_event_clock(spec, lake).watermark)
             dedup_query_s = time.monotonic() - t_probe
             row = _timed_batch(settings, spec, lake, ranges, f"bench-{len(batches):03d}")
             pipeline_s += row["seconds"]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from clean_support import INGESTED_AT, KAFKA_TS, SENSOR_SPEC, bronze, event, reading
 
@@ -274,3 +275,62 @@ def test_parser_breaking_the_contract_is_a_clear_error() -> None:
         ValueError, match=r"parser ShortParser returned 1 values for field 'event_id' of a batch of 2 records"
     ):
         clean_batch(bronze([event(), event()]), DEMO, parser=ShortParser())
+
+
+REFERENCE = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def lateness_batch(seed: int = 11) -> tuple[pa.Table, np.ndarray]:
+    """40 valid events whose event times are spread from 2 h before to 1 h after ``REFERENCE`` (seconds)."""
+    rng = np.random.default_rng(seed)
+    offsets_s = rng.integers(-7200, 3600, size=40)
+    offsets_s[:3] = [-1, 0, -3600]  # just late, exactly on the watermark (not late), exactly max_lateness
+    ms = int(REFERENCE.timestamp() * 1000)
+    values = [event(event_id=f"e-{i}", event_time=ms + int(s) * 1000) for i, s in enumerate(offsets_s)]
+    return bronze(values), offsets_s
+
+
+def test_late_rows_are_kept_and_counted_against_the_reference() -> None:
+    table, offsets_s = lateness_batch()
+    result = clean_batch(table, DEMO, reference=REFERENCE)
+    behind = -offsets_s[offsets_s < 0].astype(float)
+    assert result.silver_rows == 40 and result.dead_letter_rows == 0
+    assert result.lateness.late_rows == int((offsets_s < 0).sum())
+    assert result.lateness.late_by_max_s == pytest.approx(behind.max())
+    assert result.lateness.late_by_p95_s == pytest.approx(np.percentile(behind, 95))
+    meta = result.metadata()
+    assert meta["late_rows"] == result.lateness.late_rows
+    assert meta["late_share"] == pytest.approx(result.lateness.late_rows / 40)
+    assert meta["dead_letters_too_late"] == 0
+    # Without a reference (nothing in silver yet) nothing is late.
+    assert clean_batch(table, DEMO).lateness.late_rows == 0
+
+
+def test_too_late_only_with_max_lateness_and_exact_detail() -> None:
+    table, offsets_s = lateness_batch()
+    assert clean_batch(table, DEMO, reference=REFERENCE).reason_counts["too_late"] == 0
+    strict = DEMO.model_copy(update={"time": DEMO.time.model_copy(update={"max_lateness": 3600.0})})
+    result = clean_batch(table, strict, reference=REFERENCE)
+    too_late = offsets_s < -3600
+    assert result.reason_counts["too_late"] == int(too_late.sum()) > 0
+    assert sorted(result.dead_letters.column("offset").to_pylist()) == np.flatnonzero(too_late).tolist()
+    kept = set(result.silver.column("_offset").to_pylist())
+    assert 2 in kept  # exactly max_lateness below the watermark is still accepted
+    assert result.lateness.late_rows == int(((offsets_s < 0) & ~too_late).sum())
+    first = int(np.flatnonzero(too_late)[0])
+    when = REFERENCE + timedelta(seconds=int(offsets_s[first]))
+    row = result.dead_letters.filter(pc.equal(result.dead_letters.column("offset"), first))
+    assert row.column("reason").to_pylist() == ["too_late"]
+    assert row.column("detail").to_pylist() == [
+        f"event time {when.isoformat()} is {-offsets_s[first]:.3f}s below the watermark "
+        f"{REFERENCE.isoformat()}, more than max_lateness 3600s"
+    ]
+
+
+def test_a_too_late_record_never_counts_as_the_first_occurrence_of_an_id() -> None:
+    strict = DEMO.model_copy(update={"time": DEMO.time.model_copy(update={"max_lateness": 60.0})})
+    ms = int(REFERENCE.timestamp() * 1000)
+    values = [event(event_id="a", event_time=ms - 3_600_000), event(event_id="a", event_time=ms)]
+    result = clean_batch(bronze(values), strict, reference=REFERENCE)
+    assert result.dead_letters.column("reason").to_pylist() == ["too_late"]
+    assert result.silver.column("_offset").to_pylist() == [1]

@@ -120,6 +120,7 @@ def test_precedence_order_is_documented_order() -> None:
         "not_finite",
         "out_of_range",
         "not_allowed",
+        "too_late",
         "duplicate_id",
     ]
 

@@ -62,6 +62,7 @@ def drift_spec() -> PipelineSpec:
                 update={"epochs": 3, "batch_size": 256, "holdout_window_s": 10.0}
             ),
             "drift": spec.drift.model_copy(update={"window_rows": 2000}),
+            "time": spec.time.model_copy(update={"allowed_lateness": 0.0}),
         }
     )
 

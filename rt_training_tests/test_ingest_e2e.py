@@ -446,3 +446,89 @@ def test_retention_past_unread_offsets_fails_or_records_the_skip(kafka_broker, t
     assert report.gaps == [{"topic": topic, "partition": 0, "start": 0, "end": 100}]
     gaps = recorded_data_loss(lake_skip.uri(skipping.name, "bronze"))
     assert [(g["start"], g["end"]) for g in gaps] == [(0, 100)]
+
+
+class Killed(RuntimeError):
+    """Stands for the run's process dying at a phase."""
+
+
+def test_a_retry_after_silver_committed_routes_by_the_first_attempts_watermark(
+    kafka_broker, topic, tmp_path
+) -> None:
+    """Event time from 2019: late rows are kept and counted, too_late ones dead-lettered, and a retry that finds
+    silver committed (while the watermark moved on) completes dead letters exactly as the first attempt would."""
+    from deltalake import write_deltalake
+
+    from rt_training.ingest.reference import REFERENCE_KEY
+    from rt_training.lake.history import commits
+    from rt_training_tests.clean_support import event
+
+    base = spec_for(topic)
+    spec = base.model_copy(update={"time": base.time.model_copy(update={"max_lateness": 600.0})})
+    noon_ms = 1_551_441_600_000  # 2019-03-01T12:00:00Z
+    minute = 60_000
+    first = [event(event_id=f"a-{i}", event_time=noon_ms - i * minute) for i in range(3)]
+    # Offsets 3..8: too late (1 h, 2 h below noon), late (5 min, 10 min exactly at the limit), on time.
+    second_times = [-60 * minute, -5 * minute, -120 * minute, 2 * minute, -10 * minute, 0]
+    second = [event(event_id=f"b-{i}", event_time=noon_ms + d) for i, d in enumerate(second_times)]
+    producer = make_producer(kafka_broker)
+    for value in first + second:
+        producer.send(topic, value=value, partition=0)
+    producer.flush()
+    producer.close()
+    lake = LakeLocation(str(tmp_path))
+    run_micro_batch(kafka_broker, spec, lake, [OffsetRange(topic, 0, 0, 3)], "run-a")
+    ranges = [OffsetRange(topic, 0, 3, 9)]
+
+    def die_before_dead_letters(name: str) -> None:
+        if name == "commit dead_letters":
+            raise Killed(name)
+
+    with pytest.raises(Killed):
+        run_micro_batch(kafka_broker, spec, lake, ranges, "run-b", on_phase=die_before_dead_letters)
+    silver = read_table(lake, spec, "silver")
+    assert sorted(silver.column("_offset").to_pylist()) == [0, 1, 2, 4, 6, 7, 8]
+    # The watermark moves on before the retry (a later event lands in silver outside this batch's ranges).
+    moved = silver.slice(0, 1).set_column(
+        silver.schema.get_field_index("event_time"),
+        "event_time",
+        pa.array(
+            [silver.column("event_time")[0].as_py().replace(year=2020)],
+            silver.schema.field("event_time").type,
+        ),
+    )
+    moved = moved.set_column(
+        moved.schema.get_field_index("_partition"), "_partition", pa.array([1], pa.int32())
+    )
+    moved = moved.set_column(moved.schema.get_field_index("event_id"), "event_id", pa.array(["c-0"]))
+    write_deltalake(lake.uri(spec.name, "silver"), moved, mode="append")
+
+    retry = run_micro_batch(kafka_broker, spec, lake, ranges, "run-b-retry")
+    assert not retry.outcomes["silver"].committed and retry.outcomes["dead_letters"].committed
+    assert retry.reference is not None and retry.reference.watermark_s == noon_ms / 1000
+    dead = read_table(lake, spec, "dead_letters")
+    assert sorted(zip(dead.column("offset").to_pylist(), dead.column("reason").to_pylist(), strict=True)) == [
+        (3, "too_late"),
+        (5, "too_late"),
+    ]
+    detail = dead.filter(pc.equal(dead.column("offset"), 3)).column("detail")[0].as_py()
+    assert detail == (
+        "event time 2019-03-01T11:00:00+00:00 is 3600.000s below the watermark 2019-03-01T12:00:00+00:00, "
+        "more than max_lateness 600s"
+    )
+    silver_b = read_table(lake, spec, "silver").filter(pc.field("_partition") == 0)
+    assert sorted(silver_b.column("_offset").to_pylist()) == [0, 1, 2, 4, 6, 7, 8]
+    assert retry.clean is not None and retry.clean.lateness.late_rows == 2  # 5 and 10 minutes below noon
+    meta = retry.table_metadata("dead_letters")
+    assert meta["late_rows"] == 2 and meta["dead_letters_too_late"] == 2
+    assert meta["watermark"] == "2019-03-01T12:00:00+00:00"
+    (last,) = commits(lake.uri(spec.name, "dead_letters"), limit=1)
+    assert last.custom[REFERENCE_KEY]["ranges"] == f"{topic}:p0:3-9"
+
+    # Without max_lateness nothing is dropped: the same records all land in silver, three of them late.
+    relaxed = LakeLocation(str(tmp_path / "relaxed"))
+    run_micro_batch(kafka_broker, base, relaxed, [OffsetRange(topic, 0, 0, 3)], "relaxed-a")
+    report = run_micro_batch(kafka_broker, base, relaxed, ranges, "relaxed-b")
+    assert report.clean is not None and report.clean.dead_letter_rows == 0
+    assert report.clean.lateness.late_rows == 4
+    assert report.table_metadata("silver")["late_rows"] == 4

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pytest
 
 from rt_training.clean.pipeline import clean_batch
+from rt_training.eventtime.clock import read_event_clock
 from rt_training.ingest.batch import LakeLocation, seen_ids_outside
 from rt_training.ingest.rebuild import REBUILD_KEY, RebuildError, day_bounds, rebuild_day
 from rt_training.lake.exactly_once import append_exactly_once, committed_offsets
@@ -91,8 +92,13 @@ class Lake:
             "ingested_at",
             pa.array([cleaned_at] * bronze.num_rows, BRONZE_SCHEMA.field("ingested_at").type),
         )
+        mark = read_event_clock(self.spec, self.location).watermark
         cleaned = clean_batch(
-            read, self.spec, seen_ids=seen_ids_outside(self.spec, self.location, ranges, cleaned_at)
+            read,
+            self.spec,
+            seen_ids=seen_ids_outside(self.spec, self.location, ranges, mark),
+            now=cleaned_at,
+            reference=mark,
         )
         outputs = {
             "bronze": (bronze, BRONZE_SCHEMA),
@@ -237,11 +243,27 @@ def test_rebuilding_with_the_old_spec_restores_the_first_rebuild(lake, spec) -> 
     second = rebuild_day(spec, lake.location, DAY_B)
     for table, expected in rows.items():
         assert in_order(lake.table(table), "_" if table == "silver" else "").equals(expected)
-    # Day B's dedup history is day A's last batch (40 minutes before midnight, history 1 h) and only that.
-    last_batch_a = of_day(lake.table("silver"), DAY_A, "_ingested_at").filter(
-        pc.greater_equal(pc.field("_ingested_at"), at(DAY_A, 23))
+    # Day B's reference is the highest event time silver held before the day; its dedup history is day A's
+    # rows within ingest.dedup_history_s of it in event time (all of day A: its events span minutes), although
+    # day A's first batches were ingested hours before midnight.
+    day_a = of_day(lake.table("silver"), DAY_A, "_ingested_at")
+    top = pc.max(day_a.column("event_time")).as_py()
+    assert first.reference is not None and first.reference.max_event_time == top
+    since = top - timedelta(seconds=spec.ingest.dedup_history_s)
+    in_history = day_a.filter(
+        pc.greater_equal(pc.field("event_time"), pa.scalar(since, pa.timestamp("us", "UTC")))
     )
-    assert first.history_ids == second.history_ids == last_batch_a.num_rows
+    assert in_history.num_rows == day_a.num_rows
+    assert first.history_ids == second.history_ids == day_a.num_rows
+    # A shorter history keeps only the newest seconds of event time.
+    short = spec.model_copy(update={"ingest": spec.ingest.model_copy(update={"dedup_history_s": 5.0})})
+    newest = day_a.filter(
+        pc.greater_equal(
+            pc.field("event_time"), pa.scalar(top - timedelta(seconds=5), pa.timestamp("us", "UTC"))
+        )
+    )
+    assert 0 < newest.num_rows < day_a.num_rows
+    assert rebuild_day(short, lake.location, DAY_B).history_ids == len(pc.unique(newest.column("event_id")))
 
 
 def test_metrics_pass_over_rebuild_commits(lake, spec) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import uuid
 from pathlib import Path
 
@@ -245,7 +246,7 @@ def test_first_champion_sensor_launches_once_and_never_while_training(tmp_path) 
     # Events a minute apart in 2017: the newest holdout window (2 min) of event time is held out, the rows up to
     # the cut count.
     start, minute = dt.datetime(2017, 1, 1, tzinfo=dt.UTC), dt.timedelta(minutes=1)
-    held = int(spec.training.holdout_window_s // 60)
+    held = math.ceil((spec.training.holdout_window_s + spec.time.allowed_lateness) / 60)
     write_deltalake(uri, teacher.table(needed - 1 + held, seed=1, start_time=start, interval=minute))
     assert (
         f"{needed - 1} silver rows with event time up to the holdout cut" in tick().skip_message

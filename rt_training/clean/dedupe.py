@@ -2,16 +2,17 @@
 
 Within a batch the first occurrence of an id in ``(topic, partition, offset)`` order is kept, whatever the
 row order of the batch, so a replayed batch dedupes the same way. An id already in recent silver history (see
-:func:`recent_ids`) is a duplicate everywhere in the batch. Producers retry: a duplicate is a re-delivery of
-an event silver may already hold, so history is selected by when silver ingested it (``_ingested_at``), not
-by the event's own time.
+:func:`recent_ids`) is a duplicate everywhere in the batch. History is selected on event time against the
+pipeline's watermark (the silver rows whose event time is within ``ingest.dedup_history_s`` of it), not on when
+silver ingested a row: a replay of last year's topic dedupes against last year's rows, and a producer's retry
+of a live event falls in the window as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -130,23 +131,29 @@ def recent_ids(
     *,
     storage_options: dict[str, str] | None = None,
 ) -> pa.Array:
-    """Distinct ids silver ingested at or after ``since`` (default: now minus ``ingest.dedup_history_s``).
+    """Distinct ids of the silver rows whose event time is at or after ``since`` (default: the table's watermark
+    minus ``ingest.dedup_history_s``, see :mod:`rt_training.eventtime.clock`).
 
-    Reads only the id column, filtered on ``_ingested_at`` (Parquet statistics prune old files). A table that
+    Reads only the id column, filtered on the event-time field (Parquet statistics prune old files). A table that
     does not exist yet has no history.
     """
     from deltalake import DeltaTable
 
+    from rt_training.eventtime.clock import event_clock
+
     id_type = ARROW_TYPES[spec.schema_.fields[spec.id_field].type]
-    if since is None:
-        since = datetime.now(UTC) - timedelta(seconds=spec.ingest.dedup_history_s)
-    if since.tzinfo is None:
+    if since is not None and since.tzinfo is None:
         raise ValueError(
             f"recent_ids: since={since.isoformat()} has no time zone; pass an aware datetime (UTC)"
         )
     if not DeltaTable.is_deltatable(silver_uri, storage_options=storage_options):
         return pa.array([], type=id_type)
-    dataset = DeltaTable(silver_uri, storage_options=storage_options).to_pyarrow_dataset()
+    silver = DeltaTable(silver_uri, storage_options=storage_options)
+    if since is None:
+        since = event_clock(spec, silver).cut(spec.ingest.dedup_history_s)
+        if since is None:
+            return pa.array([], type=id_type)
     cutoff = pa.scalar(since, type=pa.timestamp("us", tz="UTC"))
-    table = dataset.to_table(columns=[spec.id_field], filter=pc.field("_ingested_at") >= cutoff)
+    where = pc.field(spec.time_field) >= cutoff
+    table = silver.to_pyarrow_dataset().to_table(columns=[spec.id_field], filter=where)
     return pc.unique(table.column(spec.id_field).combine_chunks()).cast(id_type)

@@ -1,4 +1,4 @@
-"""One bronze batch → silver rows + dead letters: size, parse, validate, features, dedupe, in that order.
+"""One bronze batch → silver rows + dead letters: size, parse, validate, features, lateness, dedupe, in that order.
 
 Every bronze row ends in exactly one of the two outputs, so ``rows_in == silver_rows + dead_letter_rows``.
 Rows keep their bronze order in both outputs. A row keeps the first reason it gets: the steps run in the order
@@ -10,7 +10,7 @@ records are masked out (set null, without copying the batch) before parsing, so 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,18 @@ class LagStats:
 
 
 @dataclass(frozen=True)
+class Lateness:
+    """Silver rows whose event time is below the batch's reference watermark, and by how much (seconds)."""
+
+    reference: datetime | None
+    """The watermark the batch was judged against (None: no silver row before it, so nothing is late)."""
+    late_rows: int = 0
+    late_by_p50_s: float | None = None
+    late_by_p95_s: float | None = None
+    late_by_max_s: float | None = None
+
+
+@dataclass(frozen=True)
 class CleanResult:
     """Outcome of :func:`clean_batch`."""
 
@@ -50,6 +62,7 @@ class CleanResult:
     dead_letter_rows: int
     duplicates: int
     lag: LagStats
+    lateness: Lateness = Lateness(None)
 
     def metadata(self) -> dict[str, Any]:
         """Flat numbers for run metadata and metrics (None where undefined)."""
@@ -63,6 +76,11 @@ class CleanResult:
             "event_lag_p95_s": self.lag.p95_s,
             "event_lag_max_s": self.lag.max_s,
             "freshness_s": self.lag.freshness_s,
+            "late_rows": self.lateness.late_rows,
+            "late_share": self.lateness.late_rows / self.silver_rows if self.silver_rows else 0.0,
+            "late_by_p50_s": self.lateness.late_by_p50_s,
+            "late_by_p95_s": self.lateness.late_by_p95_s,
+            "late_by_max_s": self.lateness.late_by_max_s,
         }
         out.update({f"dead_letters_{reason}": count for reason, count in self.reason_counts.items()})
         return out
@@ -87,6 +105,7 @@ def clean_batch(
     seen_ids: SeenIds | None = None,
     parser: Parser | None = None,
     now: datetime | None = None,
+    reference: datetime | None = None,
 ) -> CleanResult:
     """Clean one bronze batch: :func:`prepare_batch`, then :func:`finish_batch`.
 
@@ -103,8 +122,13 @@ def clean_batch(
         Record decoder; default :class:`JsonParser` over the spec's fields.
     now
         Reference time for ``lag.freshness_s`` (default: the current time).
+    reference
+        The batch's reference watermark (aware): rows with an earlier event time are late, and with
+        ``time.max_lateness`` set, rows more than that earlier are ``too_late``. None: nothing is late.
     """
-    return finish_batch(prepare_batch(bronze, spec, parser=parser), seen_ids=seen_ids, now=now)
+    return finish_batch(
+        prepare_batch(bronze, spec, parser=parser), seen_ids=seen_ids, now=now, reference=reference
+    )
 
 
 def prepare_batch(bronze: pa.Table, spec: PipelineSpec, *, parser: Parser | None = None) -> PreparedBatch:
@@ -148,15 +172,28 @@ def prepare_batch(bronze: pa.Table, spec: PipelineSpec, *, parser: Parser | None
 
 
 def finish_batch(
-    prepared: PreparedBatch, *, seen_ids: SeenIds | None = None, now: datetime | None = None
+    prepared: PreparedBatch,
+    *,
+    seen_ids: SeenIds | None = None,
+    now: datetime | None = None,
+    reference: datetime | None = None,
 ) -> CleanResult:
-    """Drop duplicates (within the batch and against ``seen_ids``) and build silver and dead letters.
+    """Drop records too late and duplicates (within the batch and against ``seen_ids``), build silver and dead
+    letters.
 
-    ``prepared`` is used up: its verdicts take the duplicates. ``seen_ids`` and ``now`` as for :func:`clean_batch`.
+    ``prepared`` is used up: its verdicts take the rejections. ``seen_ids``, ``now`` and ``reference`` as for
+    :func:`clean_batch`.
     """
     bronze, spec, verdicts = prepared.bronze, prepared.spec, prepared.verdicts
     columns, features = prepared.columns, prepared.features
     n = bronze.num_rows
+    if reference is not None and reference.tzinfo is None:
+        raise ValueError(
+            f"finish_batch: reference={reference.isoformat()} has no time zone; pass an aware datetime (UTC)"
+        )
+    event_us = _micros(columns[spec.time_field])
+    if reference is not None and spec.time.max_lateness is not None:
+        _reject_too_late(verdicts, event_us, reference, spec.time.max_lateness)
     candidates = np.flatnonzero(verdicts.ok)
     coords = _take(bronze.select(["topic", "partition", "offset"]), candidates, n)
     ids = _take(columns[spec.id_field], candidates, n)
@@ -178,7 +215,45 @@ def finish_batch(
         dead_letter_rows=dead_letters.num_rows,
         duplicates=len(duplicates.rows),
         lag=_lag(silver.column("_ingested_at"), silver.column(spec.time_field), now or datetime.now(UTC)),
+        lateness=_lateness(event_us[keep], reference),
     )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(times: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Event times as float microseconds since the epoch, NaN where null."""
+    return pc.cast(times, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _reject_too_late(verdicts: Verdicts, event_us: np.ndarray, reference: datetime, limit_s: float) -> None:
+    bound_us = (reference - timedelta(seconds=limit_s)).timestamp() * 1e6
+    with np.errstate(invalid="ignore"):
+        too_late = event_us < bound_us
+    mark, mark_us = reference.isoformat(), reference.timestamp() * 1e6
+    verdicts.reject(
+        too_late,
+        Reason.TOO_LATE,
+        lambda rows: [
+            f"event time {(_EPOCH + timedelta(microseconds=int(event_us[r]))).isoformat()} is "
+            f"{(mark_us - event_us[r]) / 1e6:.3f}s below the watermark {mark}, more than max_lateness {limit_s:g}s"
+            for r in rows
+        ],
+    )
+
+
+def _lateness(event_us: np.ndarray, reference: datetime | None) -> Lateness:
+    """How many of the kept rows (event times ``event_us``) are below ``reference``, and by how much."""
+    if reference is None:
+        return Lateness(None)
+    with np.errstate(invalid="ignore"):
+        behind_s = (reference.timestamp() * 1e6 - event_us) / 1e6
+        late = behind_s[behind_s > 0]
+    if late.size == 0:
+        return Lateness(reference)
+    p50, p95 = np.percentile(late, [50, 95])
+    return Lateness(reference, int(late.size), float(p50), float(p95), float(late.max()))
 
 
 def without_rows(values: pa.BinaryArray, rows: np.ndarray) -> pa.BinaryArray:

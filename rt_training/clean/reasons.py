@@ -3,8 +3,10 @@
 A record with several defects is dead-lettered once, with the reason that comes first in :data:`PRECEDENCE`
 (and, within one reason, the field that comes first in the spec). The order follows the pipeline: a record is
 first bytes (``oversized``, ``not_utf8``), then a document (``malformed_json``, ``not_an_object``), then a set
-of fields checked against the schema (``missing_field`` ... ``not_allowed``), and last a duplicate of a record
-that is kept (``duplicate_id``): a record that fails validation never counts as the first occurrence of an id.
+of fields checked against the schema (``missing_field`` ... ``not_allowed``), then an event too far below the
+pipeline's watermark (``too_late``, only with ``time.max_lateness`` set), and last a duplicate of a record that is
+kept (``duplicate_id``): a record that fails validation or comes too late never counts as the first occurrence of
+an id.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Reason(StrEnum):
     NOT_FINITE = "not_finite"
     OUT_OF_RANGE = "out_of_range"
     NOT_ALLOWED = "not_allowed"
+    TOO_LATE = "too_late"
     DUPLICATE_ID = "duplicate_id"
 
 

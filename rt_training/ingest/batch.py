@@ -6,14 +6,21 @@ own, so a run that was killed anywhere is completed by running the same ranges a
 ranges' ends skip, the others commit. When every table already holds the ranges, Kafka is not read at all.
 
 Cleaning is deterministic for a given set of records: duplicates are judged against silver rows *outside* the
-batch's own ranges, so a retry that finds this batch's silver rows committed still routes the same records to
-dead letters as the first attempt did.
+batch's own ranges, and lateness and the duplicate window against the batch's reference watermark, which a retry
+reads back from the commit that recorded it (:mod:`rt_training.ingest.reference`). So a retry that finds this
+batch's silver rows committed still routes the same records to dead letters as the first attempt did.
+
+Time is event time: a record is late when its event time is below the reference watermark (kept, counted as
+``late_rows``), ``too_late`` when more than ``time.max_lateness`` below it, and the duplicate history is the silver
+rows whose event time is at or after ``reference - ingest.dedup_history_s``. Before silver holds a row there is no
+watermark: nothing is late and the history is all of silver (which is empty). The wall clock only stamps
+``_ingested_at`` and measures lag and freshness.
 
 Consecutive batches may overlap: a batch whose ranges start beyond where a table stands reads Kafka and parses,
 validates and featurizes its records while the batch before it is still running, then waits for its turn
-(``wait_for_turn``) before it scans the duplicate history, drops duplicates and commits. Commits therefore stay
-in offset order, and the duplicate history includes the previous batch's rows, as when batches run one after
-another.
+(``wait_for_turn``) before it takes its reference, scans the duplicate history, drops duplicates and commits.
+Commits therefore stay in offset order, and the reference and duplicate history include the previous batch's
+rows, as when batches run one after another.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from rt_training.eventtime.clock import EventClock
+from rt_training.ingest.reference import REFERENCE_KEY, batch_reference, reference_metadata
 from rt_training.lake.exactly_once import CommitOutcome, append_exactly_once, committed_offsets
 from rt_training.lake.tables import OFFSET_TABLES, open_table, silver_schema, table_uri
 from rt_training.stream.planner import OffsetRange, ranges_key
@@ -58,6 +67,8 @@ class BatchReport:
     bronze_bytes: int = 0
     outcomes: dict[str, CommitOutcome] = field(default_factory=dict)
     clean: CleanResult | None = None
+    reference: EventClock | None = None
+    """The event-time clock the batch's records were judged against (None when nothing was cleaned)."""
     gaps: list[dict[str, Any]] = field(default_factory=list)
     read_s: float = 0.0
     waited_s: float = 0.0
@@ -91,6 +102,8 @@ class BatchReport:
         elif self.clean is not None:
             meta.update(self.clean.metadata())
             meta["clean_s"] = round(self.clean_s, 3)
+            if self.reference is not None:
+                meta.update(self.reference.to_metadata())
         return meta
 
 
@@ -180,17 +193,17 @@ def await_turn(
 
 
 def seen_ids_outside(
-    spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange], now: datetime
+    spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange], reference: datetime | None
 ) -> Any:
-    """Ids of recent silver rows, leaving out rows of ``ranges`` themselves (see the module docstring)."""
+    """Ids of the silver rows in the duplicate history, leaving out rows of ``ranges`` themselves (see the module
+    docstring): event time at or after ``reference - ingest.dedup_history_s``; all rows when ``reference`` is
+    None. The filter on the time column lets Parquet statistics skip files wholly before the window."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     dt = open_table(lake.uri(spec.name, "silver"), lake.storage_options)
     if dt is None:
         return None
-    since = now - timedelta(seconds=spec.ingest.dedup_history_s)
-    recent = ds.field("_ingested_at") >= pc.scalar(since)
     inside = None
     for r in ranges:
         cond = (
@@ -200,7 +213,11 @@ def seen_ids_outside(
             & (ds.field("_offset") < r.end)
         )
         inside = cond if inside is None else inside | cond
-    flt = recent if inside is None else recent & ~inside
+    flt = None if inside is None else ~inside
+    if reference is not None:
+        since = reference - timedelta(seconds=spec.ingest.dedup_history_s)
+        recent = ds.field(spec.time_field) >= pc.scalar(since)
+        flt = recent if flt is None else recent & flt
     table = dt.to_pyarrow_dataset().to_table(columns=[spec.id_field], filter=flt)
     return table.column(spec.id_field).combine_chunks()
 
@@ -249,13 +266,17 @@ def run_micro_batch(
 
     now = datetime.now(UTC)
     needs_clean = not (done["silver"] and done["dead_letters"])
-    # Behind: the previous batch has not committed yet, so its rows are not in the duplicate history either.
+    # Behind: the previous batch has not committed yet, so its rows are neither in the duplicate history nor
+    # under the watermark: both are taken after the wait.
     behind = wait_for_turn is not None and bool(_behind(offsets, ranges))
+    reference = batch_reference(spec, lake, ranges, done) if needs_clean and not behind else None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dedup-history") as pool:
         # The duplicate history leaves this batch's ranges out, so it does not depend on the read: it is scanned
         # on the other core while the consumer decodes records (Arrow's scan runs outside the GIL).
         history = (
-            pool.submit(seen_ids_outside, spec, lake, ranges, now) if needs_clean and not behind else None
+            pool.submit(seen_ids_outside, spec, lake, ranges, reference.watermark)
+            if reference is not None
+            else None
         )
         phase("read")
         read = read_ranges(
@@ -287,17 +308,22 @@ def run_micro_batch(
         )
         done = _at_end(offsets, ranges)
         needs_clean = not (done["silver"] and done["dead_letters"])
-        seen_ids = seen_ids_outside(spec, lake, ranges, now) if needs_clean else None
+        if needs_clean:
+            reference = batch_reference(spec, lake, ranges, done)
+            seen_ids = seen_ids_outside(spec, lake, ranges, reference.watermark)
 
     cleaned = None
-    if needs_clean and prepared is not None:
+    meta: dict[str, Any] = {"run_id": run_id}
+    clean_meta = meta
+    if needs_clean and prepared is not None and reference is not None:
         t1 = time.monotonic()
-        cleaned = finish_batch(prepared, seen_ids=seen_ids, now=now)
+        cleaned = finish_batch(prepared, seen_ids=seen_ids, now=now, reference=reference.watermark)
         report.clean = cleaned
+        report.reference = reference
         report.clean_s += time.monotonic() - t1
+        clean_meta = {**meta, REFERENCE_KEY: reference_metadata(reference, ranges)}
 
     t2 = time.monotonic()
-    meta = {"run_id": run_id}
     outputs: dict[str, tuple[pa.Table | None, pa.Schema | None]] = {
         "bronze": (bronze, None),
         "silver": (cleaned.silver if cleaned else None, silver_schema(spec)),
@@ -317,7 +343,7 @@ def run_micro_batch(
             lake.storage_options,
             earliest=read.earliest,
             gaps=read.gaps,
-            custom_metadata=meta,
+            custom_metadata=meta if table == "bronze" else clean_meta,
             schema=schema,
         )
         phase(f"committed {table}")

@@ -23,13 +23,18 @@ Which rows, exactly
 
 Duplicates
 ----------
-The day is cleaned as one batch: within it the first occurrence of an id in ``(topic, partition, offset)``
-order is kept, and ids that silver ingested in the ``ingest.dedup_history_s`` before the day began are
-duplicates (the micro-batches' history, anchored at the day's start instead of the wall clock). The result
-depends only on bronze and on the silver rows before the day, so the same rebuild twice gives the same rows.
+The day is cleaned as one batch, judged on event time like a micro-batch (see :mod:`rt_training.ingest.batch`)
+against one reference watermark: the watermark of the silver rows ingested before the day (their highest event
+time minus ``time.allowed_lateness``). Within the day the first occurrence of an id in ``(topic, partition,
+offset)`` order is kept, and ids of silver rows ingested before the day whose event time is at or after
+``reference - ingest.dedup_history_s`` are duplicates (the micro-batches' history, anchored at the watermark the
+day started from). Records below the reference are counted late, and with ``time.max_lateness`` set those more
+than that below it are ``too_late``. The result depends only on bronze and on the silver rows before the day,
+so the same rebuild twice gives the same rows.
 It can differ from what the micro-batches kept when one id came in two partitions (they kept the one ingested
-first) or twice further apart than the history (they had forgotten the first); rebuild days oldest first, since
-a day's history is the rebuilt day before it.
+first) or twice further apart than the history (they had forgotten the first), and in what is late: each
+micro-batch had its own reference, later in the day than the day's; rebuild days oldest first, since a day's
+history is the rebuilt day before it.
 
 A rebuild that stops between its two commits (silver first) leaves the day's records that changed table in
 neither or in both tables; running it again completes it, as the rows it writes come from bronze alone.
@@ -50,6 +55,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rt_training.eventtime.clock import EventClock
 from rt_training.ingest.batch import LakeLocation
 from rt_training.lake.exactly_once import PIPELINE_KEY, app_id
 from rt_training.lake.tables import (
@@ -122,6 +128,10 @@ class RebuildReport:
     """Distinct ids of the silver rows ingested in the dedup history before the day."""
     attempts: dict[str, int] = field(default_factory=dict)
     """Commit attempts per table (more than 1 when a concurrent commit conflicted)."""
+    late_rows: int = 0
+    """Rebuilt silver rows whose event time is below ``reference``'s watermark."""
+    reference: EventClock | None = None
+    """The event-time clock the day was judged against (silver ingested before the day)."""
 
     def metadata(self) -> dict[str, Any]:
         """Flat values for run metadata; reason counts where the day has any, before and after."""
@@ -134,6 +144,7 @@ class RebuildReport:
             "dead_letter_rows": self.dead_letters_after,
             "duplicates": self.duplicates,
             "history_ids": self.history_ids,
+            "late_rows": self.late_rows,
             "regrouped_rows": self.regrouped,
             "committed": self.committed,
             "silver_version": self.silver_version,
@@ -146,6 +157,8 @@ class RebuildReport:
             if before or after:
                 out[f"dead_letters_{reason}"] = after
                 out[f"dead_letters_{reason}_before"] = before
+        if self.reference is not None:
+            out.update(self.reference.to_metadata())
         return out
 
     def summary(self) -> str:
@@ -199,8 +212,9 @@ def rebuild_day(
     # so it holds every offset these versions hold.
     bronze_dt.update_incremental()
     plan = _plan(bronze_dt, silver_dt, dead_dt, spec.name, start, end)
-    history = _history_ids(spec, silver_dt, start)
-    cleaned = clean_batch(plan.bronze, spec, seen_ids=history, now=end)
+    reference = _reference_before(spec, silver_dt, start)
+    history = _history_ids(spec, silver_dt, start, reference.watermark)
+    cleaned = clean_batch(plan.bronze, spec, seen_ids=history, now=end, reference=reference.watermark)
 
     def report(committed: bool, attempts: dict[str, int] | None = None) -> RebuildReport:
         return RebuildReport(
@@ -222,6 +236,8 @@ def rebuild_day(
             seconds=time.monotonic() - started,
             history_ids=0 if history is None else len(pc.unique(history)),
             attempts=attempts or {},
+            late_rows=cleaned.lateness.late_rows,
+            reference=reference,
         )
 
     if plan.bronze.num_rows == 0 and plan.silver_before + plan.dead_letters_before == 0:
@@ -427,11 +443,26 @@ def _reason_counts(dead: pa.Table, left_out: Mapping[Partition, np.ndarray]) -> 
     return {str(c["values"]): int(c["counts"]) for c in counts}
 
 
-def _history_ids(spec: PipelineSpec, silver: DeltaTable, start: datetime) -> pa.Array | None:
-    """Ids silver ingested in the dedup history before the day began (the micro-batches' rule, at ``start``)."""
-    since = start - timedelta(seconds=spec.ingest.dedup_history_s)
+def _reference_before(spec: PipelineSpec, silver: DeltaTable, start: datetime) -> EventClock:
+    """The watermark of the silver rows ingested before ``start``: the day's reference (read from the rows, as
+    file statistics cover rows of the day too)."""
     when = pc.field(SILVER_COLUMNS.ingested_at)
-    where = (when >= pa.scalar(since, UTC_US)) & (when < pa.scalar(start, UTC_US))
+    times = silver.to_pyarrow_dataset().to_table(
+        columns=[spec.time_field], filter=when < pa.scalar(start, UTC_US)
+    )
+    top = pc.max(times.column(spec.time_field)).as_py() if times.num_rows else None
+    return EventClock(top, spec.time.allowed_lateness, silver.version())
+
+
+def _history_ids(
+    spec: PipelineSpec, silver: DeltaTable, start: datetime, reference: datetime | None
+) -> pa.Array | None:
+    """Ids of the silver rows ingested before the day began whose event time is in the dedup history of
+    ``reference`` (the micro-batches' rule)."""
+    where = pc.field(SILVER_COLUMNS.ingested_at) < pa.scalar(start, UTC_US)
+    if reference is not None:
+        since = reference - timedelta(seconds=spec.ingest.dedup_history_s)
+        where = (pc.field(spec.time_field) >= pa.scalar(since, UTC_US)) & where
     ids = silver.to_pyarrow_dataset().to_table(columns=[spec.id_field], filter=where).column(spec.id_field)
     return ids.combine_chunks() if len(ids) else None
 
