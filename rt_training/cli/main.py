@@ -10,6 +10,7 @@ import click
 
 from rt_training.cli.backtest import backtest
 from rt_training.cli.demo import demo
+from rt_training.cli.history import history
 from rt_training.cli.ingest import ingest
 from rt_training.cli.kafka import kafka
 from rt_training.cli.metrics import metrics
@@ -27,6 +28,7 @@ def cli() -> None:
 cli.add_command(spec)
 cli.add_command(backtest)
 cli.add_command(demo)
+cli.add_command(history)
 cli.add_command(ingest)
 cli.add_command(kafka)
 cli.add_command(metrics)
