@@ -240,6 +240,7 @@ def populated_snapshot() -> PipelineSnapshot:
         dead_letters={"malformed_json": 2},
         last_commit_time={"bronze": 1.7e9},
         event_to_silver_latency={0.5: 1.0, 0.95: 2.0},
+        watermark=1.7e9,
         drift=DriftSummary(
             "r", 1.7e9, 0.5, 1, True, (ColumnDrift("price", "K-S p_value", 0.01, 0.05, True),)
         ),
@@ -319,6 +320,7 @@ def test_prometheus_scrapes_the_exporter(spec: PipelineSpec, tmp_path: Path) -> 
                     "not_finite",
                     "out_of_range",
                     "not_allowed",
+                    "too_late",
                     "duplicate_id",
                 ),
                 0.0,
