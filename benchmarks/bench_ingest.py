@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 from rt_training.eventtime.clock import read_event_clock
-from rt_training.ingest.batch import LakeLocation, run_micro_batch, seen_ids_outside
+from rt_training.ingest.batch import LakeLocation, partition_states, run_micro_batch, seen_ids_outside
 from rt_training.lake.exactly_once import committed_offsets
 from rt_training.lake.history import commits
 from rt_training.lake.tables import OFFSET_TABLES, open_table
@@ -83,7 +83,7 @@ from rt_training.spec import PipelineSpec, load_spec
 from rt_training.stream.admin import delete_topic
 from rt_training.stream.client import KafkaSettings, make_consumer
 from rt_training.stream.offsets import partition_offsets
-from rt_training.stream.planner import OffsetRange, PartitionState, plan_runs
+from rt_training.stream.planner import OffsetRange, plan_runs
 from rt_training.stream.producer import ensure_topic, produce
 from rt_training.stream.reader import CONSUMER_OPTIONS
 
@@ -320,15 +320,7 @@ def plan_from_tables(
     settings: KafkaSettings, spec: PipelineSpec, lake: LakeLocation, topic: str
 ) -> list[list[OffsetRange]]:
     """The runs the sensor would request now: offsets from Kafka and the lake tables, the spec's ingest policy."""
-    offsets = partition_offsets(settings, topic)
-    committed = {
-        table: committed_offsets(lake.uri(spec.name, table), spec.name, topic, list(offsets))
-        for table in OFFSET_TABLES
-    }
-    states = [
-        PartitionState(topic, p, earliest, end, {t: committed[t].get(p) for t in OFFSET_TABLES})
-        for p, (earliest, end) in sorted(offsets.items())
-    ]
+    states = partition_states(settings, spec, lake, topic)
     policy = spec.ingest
     plan = plan_runs(
         states,

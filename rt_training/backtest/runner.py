@@ -19,7 +19,8 @@ For each step (:mod:`rt_training.backtest.events`), in this order:
    (:func:`~rt_training.drift.trigger.decide_retraining`, ``now`` = the watermark, the cooldown counted from the
    watermark of the last launch, as the retraining sensor keeps it); the training set takes in the step's rows,
    with the drift policy's recency half-life when the launch is for dataset drift (the retraining job's run
-   config); a launched retraining trains through :func:`~rt_training.training.entrypoint.run_job` (planned by
+   config) — when the spec adapts to drift it does so only in a step that trains, as ``refresh_job`` leaves the
+   rows to the next training run; a launched retraining trains through :func:`~rt_training.training.entrypoint.run_job` (planned by
    :func:`~rt_training.training.launch.plan_training_run`, warm-started from the champion, in this process), is
    registered and goes through the gate (:func:`~rt_training.training.champion.decide_latest_candidate`).
    The drift report is made before the training set takes in the step's rows: the report compares against the
@@ -54,7 +55,6 @@ import pyarrow.compute as pc
 from rt_training.backtest.events import Record, Step, read_jsonl, record_from_line, split_steps
 from rt_training.backtest.report import PHASES
 from rt_training.ingest.batch import LakeLocation
-from rt_training.lake.tables import OFFSET_TABLES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -326,11 +326,9 @@ def _produce_and_ingest(
     spec: PipelineSpec, settings: KafkaSettings, lake: LakeLocation, step: Step
 ) -> tuple[list[OffsetRange], int]:
     """Send the step's records, ingest everything pending; return the step's offset ranges and dead letters."""
-    from rt_training.ingest.batch import run_micro_batch
-    from rt_training.lake.exactly_once import committed_offsets
+    from rt_training.ingest.batch import partition_states, run_micro_batch
     from rt_training.stream.client import make_producer, translate_timeouts
-    from rt_training.stream.offsets import partition_offsets
-    from rt_training.stream.planner import OffsetRange, PartitionState, plan_runs
+    from rt_training.stream.planner import OffsetRange, plan_runs
 
     topic = spec.source.topic
     producer = make_producer(
@@ -344,17 +342,8 @@ def _produce_and_ingest(
             producer.send(topic, value=record.value, key=record.key)
         producer.flush(timeout=60.0)
         producer.close(timeout=60.0)
-    offsets = partition_offsets(settings, topic)
-    committed = {
-        table: committed_offsets(lake.uri(spec.name, table), spec.name, topic, list(offsets))
-        for table in OFFSET_TABLES
-    }
-    states = [
-        PartitionState(topic, p, earliest, end, {t: committed[t].get(p) for t in OFFSET_TABLES})
-        for p, (earliest, end) in sorted(offsets.items())
-    ]
     plan = plan_runs(
-        states,
+        partition_states(settings, spec, lake, topic),
         planned_until={},
         min_records=1,
         max_wait_s=0.0,
@@ -419,11 +408,11 @@ def _update_platform(
     each took are added to ``timings``."""
     from rt_training.drift.reports import NothingToCompare, run_drift_report
     from rt_training.drift.trigger import decide_retraining
-    from rt_training.eventtime import read_event_clock, rows_up_to
+    from rt_training.eventtime import read_event_clock
     from rt_training.lake.tables import open_table
     from rt_training.sampling.training_set import update_training_set
     from rt_training.training.champion import champion_losses, registry_for
-    from rt_training.training.launch import min_rows_for_first_champion
+    from rt_training.training.launch import first_champion_check
 
     registry = registry_for(spec, lake)
     clock = read_event_clock(spec, lake)
@@ -445,21 +434,14 @@ def _update_platform(
             update_training_set(spec, lake, losses_fn=losses, half_life_override=half_life)
 
     if models.champion is None:
-        sample()
-        silver = open_table(lake.uri(spec.name, "silver"))
-        cut = clock.cut(spec.training.holdout_window_s)
-        ready = 0 if silver is None or cut is None else rows_up_to(silver, spec.time_field, cut)
-        needed = min_rows_for_first_champion(spec)
-        if ready < needed:
-            out["retraining_reason"] = (
-                f"{ready} silver rows before the holdout cut; the first champion waits for {needed}"
-            )
+        check = first_champion_check(spec, open_table(lake.uri(spec.name, "silver")))
+        if check.waiting is not None:
+            if not spec.adapts_on_drift:
+                sample()
+            out["retraining_reason"] = check.reason
             return out
-        out.update(
-            retraining=True,
-            trigger="first champion",
-            retraining_reason=f"no champion yet; {ready} silver rows before the holdout cut",
-        )
+        sample()
+        out.update(retraining=True, trigger="first champion", retraining_reason=check.reason)
         with _timed(timings, "training_s"):
             out.update(_train_and_gate(spec, lake, models, platform, threads, drift_report=None))
         return out
@@ -502,7 +484,10 @@ def _update_platform(
         platform.last_launch_at = clock.watermark_s
         if drifting:
             half_life = spec.drift.on_drift_recency_half_life_s
-    sample(half_life)
+    if launch or not spec.adapts_on_drift:
+        # As the daemon: a spec that adapts to drift leaves new rows for the next training (refresh_job runs the
+        # drift report alone), so a retraining on drift offers them under the drift half-life.
+        sample(half_life)
     if launch:
         out.update(retraining=True, trigger=trigger)
         with _timed(timings, "training_s"):

@@ -42,15 +42,10 @@ LAUNCH_WATERMARK_TAG = "rt_training/launch_watermark"
 """The pipeline's watermark (Unix seconds of event time) when a retraining was launched."""
 
 
-def adapts_on_drift(spec: PipelineSpec) -> bool:
-    """Whether a drift report can change the training set's priorities (see the module docstring)."""
-    return spec.drift.on_drift_recency_half_life_s is not None and spec.sampling.strategy == "weighted"
-
-
 def drift_run_config(spec: PipelineSpec, dataset_drift: bool) -> dict[str, Any]:
     """``training_set`` run config of a retraining: the drift half-life while the newest report shows drift."""
     half_life = spec.drift.on_drift_recency_half_life_s
-    if not dataset_drift or not adapts_on_drift(spec) or half_life is None:
+    if not dataset_drift or not spec.adapts_on_drift or half_life is None:
         return {}
     return {"ops": {"training_set": {"config": {"recency_half_life_s": half_life}}}}
 
@@ -218,7 +213,7 @@ def build_refresh(spec: PipelineSpec) -> tuple[Any, dg.ScheduleDefinition]:
     set then advances in training runs, after the report; see the module docstring), else the training set, then
     the drift report.
     """
-    if adapts_on_drift(spec):
+    if spec.adapts_on_drift:
         selection = dg.AssetSelection.assets("drift_report")
         description = (
             "Compare recent data with the champion's; silver's new rows wait for the next training run, whose "

@@ -14,7 +14,7 @@ import dagster as dg
 
 from rt_training.defs.resources import KafkaResource, LakeResource
 from rt_training.spec import PipelineSpec
-from rt_training.stream.planner import OffsetRange, PartitionState, plan_runs, ranges_key
+from rt_training.stream.planner import OffsetRange, plan_runs, ranges_key
 
 INGEST_JOB = "ingest_job"
 INGEST_TAG = "rt_training/ingest"
@@ -26,7 +26,6 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-LAKE_TABLES = ("bronze", "silver", "dead_letters")
 MAX_IN_FLIGHT = 2
 """Steady state: two micro-batches in flight, overlapping (``dagster.yaml`` lets two ingest runs of a pipeline run
 at once): one commits while the next launches and reads. A backlog still becomes several runs in one tick."""
@@ -124,24 +123,14 @@ def build_ingest_sensor(spec: PipelineSpec, job: Any) -> dg.SensorDefinition:
     def kafka_offsets_sensor(
         context: dg.SensorEvaluationContext, kafka: KafkaResource, lake: LakeResource
     ) -> dg.SensorResult | dg.SkipReason:
-        from rt_training.lake.exactly_once import committed_offsets
+        from rt_training.ingest.batch import partition_states
         from rt_training.stream.client import KafkaUnreachableError
-        from rt_training.stream.offsets import partition_offsets
 
         cursor = SensorCursor.parse(context.cursor)
-        topic = spec.source.topic
         try:
-            offsets = partition_offsets(kafka.settings(), topic)
+            states = partition_states(kafka.settings(), spec, lake.location())
         except KafkaUnreachableError as exc:
             raise dg.Failure(description=str(exc)) from exc
-        committed = {
-            table: committed_offsets(lake.table_uri(spec.name, table), spec.name, topic, list(offsets))
-            for table in LAKE_TABLES
-        }
-        states = [
-            PartitionState(topic, p, earliest, end, {t: committed[t].get(p) for t in LAKE_TABLES})
-            for p, (earliest, end) in sorted(offsets.items())
-        ]
         in_flight = ingest_runs_in_flight(context.instance, spec)
         if not in_flight and any(
             cursor.planned_until.get(_tp_key(s.topic, s.partition), s.next_offset) > s.next_offset

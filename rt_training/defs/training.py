@@ -325,9 +325,8 @@ def build_first_champion_sensor(
     def first_champion_sensor(
         context: dg.SensorEvaluationContext, lake: LakeResource
     ) -> dg.SensorResult | dg.SkipReason:
-        from rt_training.eventtime import event_clock, rows_after, rows_up_to
         from rt_training.lake.tables import open_table
-        from rt_training.training.launch import champion_exists
+        from rt_training.training.launch import champion_exists, first_champion_check
         from rt_training.training.registry import REGISTRY_TABLE
 
         location = lake.location()
@@ -341,22 +340,9 @@ def build_first_champion_sensor(
             if runs:
                 return dg.SkipReason(f"{name} run {runs[0].dagster_run.run_id} is in flight")
         silver = open_table(location.uri(spec.name, "silver"), options)
-        if silver is None:
-            return dg.SkipReason("no silver table yet")
-        cut = event_clock(spec, silver).cut(spec.training.holdout_window_s)
-        if cut is None:
-            return dg.SkipReason("silver has no rows yet")
-        ready = rows_up_to(silver, spec.time_field, cut)
-        if ready < needed:
-            return dg.SkipReason(
-                f"{ready} silver rows with event time up to the holdout cut {cut.isoformat()}; waiting for {needed}"
-            )
-        held_out = rows_after(silver, spec.time_field, cut)
-        if held_out < spec.training.min_holdout_rows:
-            return dg.SkipReason(
-                f"{held_out} silver rows in the held-out window after {cut.isoformat()}; the gate needs "
-                f"training.min_holdout_rows {spec.training.min_holdout_rows}"
-            )
+        check = first_champion_check(spec, silver)
+        if silver is None or check.waiting is not None:
+            return dg.SkipReason(check.reason)
         version = silver.version()
         if context.cursor == str(version):
             return dg.SkipReason(f"training_job already requested for silver version {version}")
@@ -364,9 +350,7 @@ def build_first_champion_sensor(
             run_requests=[
                 dg.RunRequest(
                     run_key=f"first-champion-silver-{version}",
-                    tags={
-                        TRIGGER_TAG: f"no champion yet; {ready} silver rows up to the holdout cut {cut.isoformat()}"
-                    },
+                    tags={TRIGGER_TAG: check.reason},
                 )
             ],
             cursor=str(version),

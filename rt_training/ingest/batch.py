@@ -36,7 +36,7 @@ from rt_training.eventtime.clock import EventClock
 from rt_training.ingest.reference import REFERENCE_KEY, batch_reference, reference_metadata
 from rt_training.lake.exactly_once import CommitOutcome, append_exactly_once, committed_offsets
 from rt_training.lake.tables import OFFSET_TABLES, open_table, silver_schema, table_uri
-from rt_training.stream.planner import OffsetRange, ranges_key
+from rt_training.stream.planner import OffsetRange, PartitionState, ranges_key
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -105,6 +105,27 @@ class BatchReport:
             if self.reference is not None:
                 meta.update(self.reference.to_metadata())
         return meta
+
+
+def partition_states(
+    settings: KafkaSettings, spec: PipelineSpec, lake: LakeLocation, topic: str | None = None
+) -> list[PartitionState]:
+    """What the planner needs per partition of ``topic`` (default the spec's): Kafka's earliest and end offsets
+    and the next offset each offset table committed. Raises ``KafkaUnreachableError`` when no broker answers."""
+    from rt_training.stream.offsets import partition_offsets
+
+    topic = topic or spec.source.topic
+    offsets = partition_offsets(settings, topic)
+    committed = {
+        table: committed_offsets(
+            lake.uri(spec.name, table), spec.name, topic, list(offsets), lake.storage_options
+        )
+        for table in OFFSET_TABLES
+    }
+    return [
+        PartitionState(topic, p, earliest, end, {t: committed[t].get(p) for t in OFFSET_TABLES})
+        for p, (earliest, end) in sorted(offsets.items())
+    ]
 
 
 def table_offsets(

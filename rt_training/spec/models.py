@@ -326,6 +326,13 @@ class PipelineSpec(_Strict):
         return self.schema_.time_field
 
     @property
+    def adapts_on_drift(self) -> bool:
+        """Whether a drift report can change the training set's priorities: a drift half-life with the
+        ``weighted`` strategy. The training set then takes new rows only in training runs, after the report (see
+        :mod:`rt_training.defs.drift`), so a retraining launched on drift offers them under the drift half-life."""
+        return self.drift.on_drift_recency_half_life_s is not None and self.sampling.strategy == "weighted"
+
+    @property
     def numeric_feature_names(self) -> list[str]:
         return [f.name for f in self.features.numeric]
 

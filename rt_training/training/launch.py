@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
     from rt_training.ingest.batch import LakeLocation
     from rt_training.sampling.training_set import TrainingSetInfo
     from rt_training.spec.models import PipelineSpec
@@ -191,6 +193,50 @@ def min_rows_for_first_champion(spec: PipelineSpec) -> int:
     """Silver rows with event time up to the holdout cut needed before the first training: a few batches' worth
     (the first-champion sensor and the backtest wait for them)."""
     return max(1000, spec.training.batch_size * 4)
+
+
+@dataclass(frozen=True)
+class FirstChampionCheck:
+    """Whether silver can train and judge a first champion: ``waiting`` says why not yet (``None``: it can)."""
+
+    cut: dt.datetime | None
+    ready_rows: int
+    held_out_rows: int
+    waiting: str | None
+
+    @property
+    def reason(self) -> str:
+        """Why a first training starts (or the reason it waits)."""
+        if self.waiting is not None:
+            return self.waiting
+        assert self.cut is not None
+        return f"no champion yet; {self.ready_rows} silver rows up to the holdout cut {self.cut.isoformat()}"
+
+
+def first_champion_check(spec: PipelineSpec, silver: DeltaTable | None) -> FirstChampionCheck:
+    """The rule of the first-champion sensor (and the backtest): enough silver rows with event time up to the
+    holdout cut to train on (:func:`min_rows_for_first_champion`), and ``training.min_holdout_rows`` after it
+    for the gate to judge on."""
+    from rt_training.eventtime import event_clock, rows_after, rows_up_to
+
+    if silver is None:
+        return FirstChampionCheck(None, 0, 0, "no silver table yet")
+    cut = event_clock(spec, silver).cut(spec.training.holdout_window_s)
+    if cut is None:
+        return FirstChampionCheck(None, 0, 0, "silver has no rows yet")
+    needed = min_rows_for_first_champion(spec)
+    ready = rows_up_to(silver, spec.time_field, cut)
+    if ready < needed:
+        waiting = f"{ready} silver rows with event time up to the holdout cut {cut.isoformat()}; waiting for {needed}"
+        return FirstChampionCheck(cut, ready, 0, waiting)
+    held_out = rows_after(silver, spec.time_field, cut)
+    if held_out < spec.training.min_holdout_rows:
+        waiting = (
+            f"{held_out} silver rows in the held-out window after {cut.isoformat()}; the gate needs "
+            f"training.min_holdout_rows {spec.training.min_holdout_rows}"
+        )
+        return FirstChampionCheck(cut, ready, held_out, waiting)
+    return FirstChampionCheck(cut, ready, held_out, None)
 
 
 def champion_exists(registry_uri: str, storage_options: dict[str, str] | None = None) -> bool:
