@@ -1,8 +1,9 @@
-"""``rt-training demo``: the whole loop on one machine — Kafka, the synthetic producer and the Dagster UI.
+"""``rt-training demo``: the whole loop on one machine — Kafka, the producer and the Dagster UI.
 
 Starts, in order: the local KRaft broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster), the producer
-(``rt-training produce`` with a drift point), and ``dagster dev`` on 127.0.0.1:3000 with the sensors on. Ctrl-C
-stops what this command started, in reverse order, and nothing else.
+(``rt-training produce``: the synthetic stream with a drift point, or with ``--from`` a user's own records, event
+times as given), and ``dagster dev`` on 127.0.0.1:3000 with the sensors on. Ctrl-C stops what this command
+started, in reverse order, and nothing else. A producer that has sent all of a file exits and the rest runs on.
 """
 
 from __future__ import annotations
@@ -45,7 +46,20 @@ def _stop(proc: subprocess.Popen, name: str, sig: int = signal.SIGINT, timeout: 
 
 @click.command()
 @click.option("--port", default=3000, show_default=True, help="Port of the Dagster UI.")
-@click.option("--rate", default=200, show_default=True, help="Synthetic events per second.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Events per second (default: 200 synthetic events/s; with --from, as fast as Kafka takes them).",
+)
+@click.option(
+    "--from",
+    "from_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Send this JSON-lines or CSV file of your own records (event times as given) instead of the "
+    "synthetic stream; bad lines are skipped and reported (they would be dead letters anyway).",
+)
 @click.option(
     "--drift-after", default=600, show_default=True, help="Seconds until the producer injects drift."
 )
@@ -57,7 +71,13 @@ def _stop(proc: subprocess.Popen, name: str, sig: int = signal.SIGINT, timeout: 
     "--spec", "spec_path", default=None, help=f"Pipeline spec (default ${SPEC_ENV_VAR} or the demo spec)."
 )
 def demo(
-    port: int, rate: int, drift_after: int, bad_ratio: float, home: str | None, spec_path: str | None
+    port: int,
+    rate: float | None,
+    from_file: str | None,
+    drift_after: int,
+    bad_ratio: float,
+    home: str | None,
+    spec_path: str | None,
 ) -> None:
     """Run Kafka, the producer and Dagster (UI on 127.0.0.1:PORT, sensors on) until Ctrl-C."""
     from rt_training.ops import kafka_local
@@ -94,15 +114,19 @@ def demo(
     bin_dir = Path(sys.executable).parent
     procs: list[tuple[str, subprocess.Popen]] = []
     try:
-        producer = subprocess.Popen(
-            [str(bin_dir / "rt-training"), "produce", "--rate", str(rate), "--duration", "0",
-             "--drift-at", str(drift_after), "--bad-ratio", str(bad_ratio)],
-            env=env, start_new_session=True,
-        )  # fmt: skip
+        if from_file is None:
+            rate = 200.0 if rate is None else rate
+            command = ["produce", "--rate", f"{rate:g}", "--duration", "0", "--drift-at", str(drift_after),
+                       "--bad-ratio", str(bad_ratio)]  # fmt: skip
+            what = f"{rate:g} events/s, drift after {drift_after}s"
+        else:
+            rate = 0.0 if rate is None else rate
+            command = ["produce", "--from", str(Path(from_file).resolve()), "--rate", f"{rate:g}",
+                       "--on-bad-line", "skip"]  # fmt: skip
+            what = f"the records of {from_file}" + (f" at {rate:g}/s" if rate else "")
+        producer = subprocess.Popen([str(bin_dir / "rt-training"), *command], env=env, start_new_session=True)
         procs.append(("producer", producer))
-        click.echo(
-            f"demo: producer started (pid {producer.pid}), {rate} events/s, drift after {drift_after}s"
-        )
+        click.echo(f"demo: producer started (pid {producer.pid}), {what}")
         webserver = subprocess.Popen(
             [str(bin_dir / "dagster"), "dev", "-w", str(root / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
             env=env, cwd=root, start_new_session=True,
@@ -116,6 +140,10 @@ def demo(
         )
         while all(p.poll() is None for _, p in procs):
             time.sleep(1)
+            if from_file is not None and producer.poll() == 0:
+                click.echo(f"demo: all records of {from_file} sent; the pipeline goes on (Ctrl-C stops it)")
+                procs.remove(("producer", producer))
+                from_file = None
         for name, p in procs:
             if p.poll() is not None:
                 click.echo(f"demo: {name} exited with code {p.returncode}; stopping the rest", err=True)
