@@ -203,7 +203,7 @@ def test_periodic_retraining_every_rows_or_day_of_event_time(tmp_path: Path) -> 
         == "periodic: 3 new silver rows since the last retraining (>= 3)"
     )
     assert request.tags["rt_training/launch_watermark"] == f"{EVENTS.timestamp() + 10800:.6f}"
-    assert request.run_key == f"periodic-{EVENTS.timestamp():.6f}" and request.run_config == {}
+    assert request.run_key == f"periodic-{EVENTS.timestamp() + 10800:.6f}" and request.run_config == {}
     # That retraining in flight: a day of event time later the period is due but waits for it.
     instance.create_run_for_job(job, tags=request.tags, status=dg.DagsterRunStatus.STARTED)
     events_at(lake, spec, 10800 + 86400)

@@ -59,7 +59,6 @@ from rt_training.ingest.batch import LakeLocation
 if TYPE_CHECKING:
     from torch import nn
 
-    from rt_training.drift.trigger import TriggerDecision
     from rt_training.spec.models import PipelineSpec
     from rt_training.stream.client import KafkaSettings
     from rt_training.stream.planner import OffsetRange
@@ -406,6 +405,7 @@ def _update_platform(
 ) -> dict[str, Any]:
     """One step of the daemon's work after ingest: training set, drift, trigger, training, gate; the seconds
     each took are added to ``timings``."""
+    from rt_training.drift.periodic import periodic_decision
     from rt_training.drift.reports import NothingToCompare, run_drift_report
     from rt_training.drift.trigger import decide_retraining
     from rt_training.eventtime import read_event_clock
@@ -474,7 +474,9 @@ def _update_platform(
         if launch:
             trigger = "drift" if drifting else "quality drop"
     if not launch and clock.watermark_s is not None:
-        periodic = _periodic_decision(spec, lake, platform, clock.watermark_s)
+        periodic = periodic_decision(
+            spec, lake, now=clock.watermark_s, last_launch_at=platform.last_launch_at, in_flight=False
+        )
         if periodic is not None:
             launch = periodic.launch
             out["retraining_reason"] = "; ".join(filter(None, [out["retraining_reason"], periodic.reason]))
@@ -502,34 +504,6 @@ def _update_platform(
                 )
             )
     return out
-
-
-def _periodic_decision(
-    spec: PipelineSpec, lake: LakeLocation, platform: _Platform, now: float
-) -> TriggerDecision | None:
-    """``periodic_retraining_sensor``'s rule (``rt_training.defs.periodic``), here without Dagster: due after
-    ``training.retrain_every_s`` of event time or ``retrain_every_rows`` new silver rows since the last launch or
-    the champion's cut, whichever is later; ``None`` when the spec sets neither."""
-    from rt_training.drift.reports import NothingToCompare, champion_reference
-    from rt_training.drift.trigger import periodic_due
-    from rt_training.eventtime import rows_up_to
-    from rt_training.lake.tables import open_table
-    from rt_training.training.champion import registry_for
-
-    if spec.training.retrain_every_s is None and spec.training.retrain_every_rows is None:
-        return None
-    since = platform.last_launch_at
-    champion = registry_for(spec, lake).champion()
-    if champion is not None:
-        with contextlib.suppress(NothingToCompare):
-            cut = champion_reference(spec, lake, champion).cut.timestamp()
-            since = cut if since is None else max(since, cut)
-    new_rows = None
-    silver = open_table(lake.uri(spec.name, "silver"))
-    if since is not None and silver is not None and spec.training.retrain_every_rows is not None:
-        total = sum(int(n) for n in silver.get_add_actions(flatten=True).column("num_records").to_pylist())
-        new_rows = total - rows_up_to(silver, spec.time_field, dt.datetime.fromtimestamp(since, dt.UTC))
-    return periodic_due(policy=spec.training, now=now, since=since, new_rows=new_rows, in_flight=False)
 
 
 def _train_and_gate(

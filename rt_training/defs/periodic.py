@@ -11,7 +11,6 @@ newest drift report of the current champion shows dataset drift, the launch carr
 drift-launched one does. The sensor exists only when the spec sets one of the two settings.
 """
 
-import datetime as dt
 from typing import Any
 
 import dagster as dg
@@ -47,52 +46,30 @@ def build_periodic_retraining_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
     def periodic_retraining_sensor(
         context: dg.SensorEvaluationContext, lake: LakeResource
     ) -> dg.SensorResult | dg.SkipReason:
-        from rt_training.drift.reports import (
-            DRIFT_REPORTS_TABLE,
-            NothingToCompare,
-            champion_reference,
-            latest_report,
-        )
-        from rt_training.drift.trigger import periodic_due
-        from rt_training.eventtime.clock import event_clock, rows_up_to
-        from rt_training.lake.tables import open_table
+        from rt_training.drift.periodic import periodic_decision
+        from rt_training.drift.reports import DRIFT_REPORTS_TABLE, latest_report
+        from rt_training.eventtime import read_event_clock
         from rt_training.training.champion import registry_for
 
         location = lake.location()
-        options = dict(location.storage_options) if location.storage_options else None
-        silver = open_table(location.uri(spec.name, "silver"), options)
-        now = event_clock(spec, silver).watermark_s
-        if silver is None or now is None:
+        now = read_event_clock(spec, location).watermark_s
+        if now is None:
             return dg.SkipReason("silver has no rows, so no watermark yet")
         records = context.instance.get_run_records(
             dg.RunsFilter(job_name=RETRAINING_JOB, tags={PIPELINE_TAG: spec.name}), limit=1
         )
         last = records[0].dagster_run if records else None
-        since = None if last is None else _float(last.tags.get(LAUNCH_WATERMARK_TAG))
-        champion = registry_for(spec, location).champion()
-        if champion is not None:
-            try:
-                cut = champion_reference(spec, location, champion).cut.timestamp()
-            except NothingToCompare:
-                cut = None
-            if cut is not None and (since is None or cut > since):
-                since = cut
-        new_rows = None
-        if since is not None and spec.training.retrain_every_rows is not None:
-            total = sum(
-                int(n) for n in silver.get_add_actions(flatten=True).column("num_records").to_pylist()
-            )
-            new_rows = total - rows_up_to(silver, spec.time_field, dt.datetime.fromtimestamp(since, dt.UTC))
-        decision = periodic_due(
-            policy=spec.training,
+        decision = periodic_decision(
+            spec,
+            location,
             now=now,
-            since=since,
-            new_rows=new_rows,
+            last_launch_at=None if last is None else _float(last.tags.get(LAUNCH_WATERMARK_TAG)),
             in_flight=last is not None and last.status in IN_FLIGHT,
         )
+        assert decision is not None  # the sensor exists only when the spec sets a period
         if not decision.launch:
             return dg.SkipReason(decision.reason)
-        assert since is not None
+        champion = registry_for(spec, location).champion()
         report = latest_report(location.uri(spec.name, DRIFT_REPORTS_TABLE), location.storage_options)
         drifting = (
             report is not None
@@ -101,7 +78,7 @@ def build_periodic_retraining_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
             and report.champion_id == champion.checkpoint_id
         )
         request = dg.RunRequest(
-            run_key=f"periodic-{since:.6f}",
+            run_key=f"periodic-{now:.6f}",
             run_config=drift_run_config(spec, drifting),
             tags={
                 TRIGGER_TAG: f"periodic: {decision.reason}",
