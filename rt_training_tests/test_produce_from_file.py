@@ -8,6 +8,7 @@ from stdin, the records before the bad line are delivered and nothing from it on
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -40,12 +41,14 @@ def topic(kafka_broker: KafkaSettings) -> Iterator[str]:
         delete_topic(kafka_broker, name)
 
 
-def events(n: int) -> list[dict]:
-    """``n`` records of 4 users; event times alternate epoch millis and ISO-8601 strings, some with fractions."""
+def events(n: int, base_ms: int = BASE_MS) -> list[dict]:
+    """``n`` records of 4 users from ``base_ms`` (a whole hour); event times alternate epoch millis and ISO-8601
+    strings, some with fractions."""
+    hour = dt.datetime.fromtimestamp(base_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H")
     out = []
     for i in range(n):
-        ms = BASE_MS + 1000 * i + (i % 3) * 7
-        when: int | str = ms if i % 2 == 0 else f"2024-05-01T12:{i // 60:02d}:{i % 60:02d}.{(i % 3) * 7:03d}Z"
+        ms = base_ms + 1000 * i + (i % 3) * 7
+        when: int | str = ms if i % 2 == 0 else f"{hour}:{i // 60:02d}:{i % 60:02d}.{(i % 3) * 7:03d}Z"
         out.append({"event_id": f"e{i}", "event_time": when, "user_id": f"u{i % 4}", "price": i + 0.5})
     return out
 
@@ -97,7 +100,10 @@ def test_jsonl_file_arrives_exactly_in_a_created_topic(kafka_broker, spec, topic
 
 
 def test_csv_file_with_event_time_timestamps(kafka_broker, topic, tmp_path):
-    records = events(12)
+    # Kafka timestamps become event times, so they must be inside the topic's retention (7 days by default; the
+    # test broker checks retention every second): an hour-aligned time from yesterday.
+    base_ms = (int(time.time()) // 3600 - 24) * 3_600_000
+    records = events(12, base_ms)
     rows = ["event_id,event_time,user_id,price,position"]
     rows += [
         f"{r['event_id']},{r['event_time']},{r['user_id']},{r['price']},{i % 2 or ''}"
@@ -119,7 +125,7 @@ def test_csv_file_with_event_time_timestamps(kafka_broker, topic, tmp_path):
         }
         if i % 2:
             value["position"] = 1
-        want.append((r["event_id"].encode(), value, BASE_MS + 1000 * i + (i % 3) * 7))
+        want.append((r["event_id"].encode(), value, base_ms + 1000 * i + (i % 3) * 7))
     assert [(m.key, json.loads(m.value), m.timestamp) for m in got] == want
 
 

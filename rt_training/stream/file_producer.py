@@ -32,9 +32,7 @@ from rt_training.spec.models import PipelineSpec
 from rt_training.stream.client import KafkaSettings, make_producer, translate_timeouts
 from rt_training.stream.file_source import BadLine, SourceRecord, event_time_ms
 from rt_training.stream.producer import (
-    FLUSH_TIMEOUT_S,
     Deliveries,
-    ProduceError,
     TokenBucket,
     ensure_topic,
     largest_record_bytes,
@@ -218,16 +216,8 @@ def send_records(
     except BaseException:
         producer.close(timeout=0)
         raise
-    with translate_timeouts(settings):
-        producer.flush(timeout=FLUSH_TIMEOUT_S)
-        producer.close(timeout=FLUSH_TIMEOUT_S)
+    deliveries.close(producer, settings, summary.sent, f"records from {source}", topic)
     summary.seconds = time.monotonic() - started
-    if deliveries.failed:
-        raise ProduceError(
-            f"{deliveries.failed:,} of {summary.sent:,} records from {source} were not delivered to topic "
-            f"{topic!r} on {settings.bootstrap_servers}: first error {deliveries.first!r}. Check the broker's log "
-            "and the topic's max.message.bytes."
-        )
     if failed_at is not None:
         raise BadLineError(source, failed_at, summary.sent, topic)
     return summary

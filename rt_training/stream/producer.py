@@ -15,12 +15,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rt_training.spec.models import PipelineSpec
 from rt_training.stream.admin import create_topic, partition_count
 from rt_training.stream.bad_records import OVERSIZE_SPREAD
 from rt_training.stream.client import KafkaSettings, make_producer, translate_timeouts
 from rt_training.stream.synthetic import EventGenerator, SimulatedClock, WallClock
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
 
 # Brokers accept about 1 MB per message unless a topic says otherwise (message.max.bytes = 1048588).
 BROKER_DEFAULT_MAX_MESSAGE = 1_000_000
@@ -124,6 +128,21 @@ class Deliveries:
         self.failed += 1
         if self.first is None:
             self.first = exc
+
+    def close(
+        self, producer: KafkaProducer, settings: KafkaSettings, sent: int, what: str, topic: str
+    ) -> None:
+        """Flush and close ``producer``, then raise :class:`ProduceError` if any of the ``sent`` records (named
+        ``what``, e.g. "events") was not delivered to ``topic``."""
+        with translate_timeouts(settings):
+            producer.flush(timeout=FLUSH_TIMEOUT_S)
+            producer.close(timeout=FLUSH_TIMEOUT_S)
+        if self.failed:
+            raise ProduceError(
+                f"{self.failed:,} of {sent:,} {what} were not delivered to topic {topic!r} on "
+                f"{settings.bootstrap_servers}: first error {self.first!r}. Check the broker's log and the "
+                "topic's max.message.bytes."
+            )
 
 
 def ensure_topic(
@@ -257,14 +276,6 @@ def produce(
     except BaseException:
         producer.close(timeout=0)
         raise
-    with translate_timeouts(settings):
-        producer.flush(timeout=FLUSH_TIMEOUT_S)
-        producer.close(timeout=FLUSH_TIMEOUT_S)
+    deliveries.close(producer, settings, summary.sent, "events", topic)
     summary.seconds = time.monotonic() - started
-    if deliveries.failed:
-        raise ProduceError(
-            f"{deliveries.failed:,} of {summary.sent:,} events were not delivered to topic {topic!r} on "
-            f"{settings.bootstrap_servers}: first error {deliveries.first!r}. Check the broker's log and the "
-            "topic's max.message.bytes."
-        )
     return summary
