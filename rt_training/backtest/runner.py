@@ -269,18 +269,11 @@ def _replay(
     models = _Models()
     platform = _Platform(history=deque(maxlen=config.periodic_window_steps))
     rows: list[dict[str, Any]] = []
-    highest: float | None = None
     for step in steps:
         t0 = time.monotonic()
-        late = 0
-        for record in step.records:
-            if record.time_s is not None:
-                if highest is not None and record.time_s < highest:
-                    late += 1
-                highest = record.time_s if highest is None else max(highest, record.time_s)
         timings = dict.fromkeys(PHASES, 0.0)
         with _timed(timings, "ingest_s"):
-            ranges, dead = _produce_and_ingest(spec, settings, lake, step)
+            ranges, dead, late = _produce_and_ingest(spec, settings, lake, step)
             silver = _step_rows(spec, lake, ranges)
         label = silver.column(spec.label.field)
         row: dict[str, Any] = {
@@ -323,8 +316,9 @@ def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
 
 def _produce_and_ingest(
     spec: PipelineSpec, settings: KafkaSettings, lake: LakeLocation, step: Step
-) -> tuple[list[OffsetRange], int]:
-    """Send the step's records, ingest everything pending; return the step's offset ranges and dead letters."""
+) -> tuple[list[OffsetRange], int, int]:
+    """Send the step's records, ingest everything pending; return the step's offset ranges, its dead letters and
+    its late rows (below the watermark each micro-batch was judged against, as the ingest counts them)."""
     from rt_training.ingest.batch import partition_states, run_micro_batch
     from rt_training.stream.client import make_producer, translate_timeouts
     from rt_training.stream.planner import OffsetRange, plan_runs
@@ -350,16 +344,17 @@ def _produce_and_ingest(
         waited_s=None,
         max_runs=1_000_000,
     )
-    dead = 0
+    dead = late = 0
     for i, run in enumerate(plan.runs):
         report = run_micro_batch(settings, spec, lake, run, f"backtest-step{step.index + 1}-{i}")
         dead += report.outcomes["dead_letters"].rows if "dead_letters" in report.outcomes else 0
+        late += report.clean.lateness.late_rows if report.clean is not None else 0
     spans: dict[int, tuple[int, int]] = {}
     for run in plan.runs:
         for r in run:
             low, high = spans.get(r.partition, (r.start, r.end))
             spans[r.partition] = (min(low, r.start), max(high, r.end))
-    return [OffsetRange(topic, p, s, e) for p, (s, e) in sorted(spans.items())], dead
+    return [OffsetRange(topic, p, s, e) for p, (s, e) in sorted(spans.items())], dead, late
 
 
 def _step_rows(spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange]) -> pa.Table:
