@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner, Result
 
+from rt_training.cli.main import cli
 from rt_training.spec import SpecError, load_spec, parse_spec
 
 DEMO = Path(__file__).resolve().parents[1] / "rt_training" / "specs" / "clickstream.yaml"
@@ -162,3 +166,86 @@ def test_periodic_retraining_settings_take_durations(demo_dict: dict) -> None:
     demo_dict["sampling"]["strategy"] = "time_biased"
     demo_dict["drift"]["on_drift_recency_half_life_s"] = None
     assert parse_spec(demo_dict, "test.yaml").sampling.strategy == "time_biased"
+
+
+FACTORY_MODULE = "rt_spec_user_models"
+
+
+@pytest.fixture()
+def factory_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """User factory modules on sys.path: a good one, one importing a missing package, one failing on import."""
+    (tmp_path / f"{FACTORY_MODULE}.py").write_text(
+        "SETTINGS = {'width': 4}\n\ndef make(spec, features):\n    return None\n"
+    )
+    (tmp_path / "rt_spec_needs_dep.py").write_text("import rt_spec_absent_dependency\n")
+    (tmp_path / "rt_spec_broken.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in (FACTORY_MODULE, "rt_spec_needs_dep", "rt_spec_broken"):
+        sys.modules.pop(name, None)
+
+
+def _validate_with_factory(tmp_path: Path, demo_dict: dict, factory: str) -> Result:
+    demo_dict["model"] = {"factory": factory}
+    path = tmp_path / "with_factory.yaml"
+    path.write_text(yaml.safe_dump(demo_dict))
+    return CliRunner().invoke(cli, ["spec", "validate", str(path)])
+
+
+def test_spec_validate_resolves_a_good_factory(factory_modules: Path, demo_dict: dict) -> None:
+    result = _validate_with_factory(factory_modules, demo_dict, f"{FACTORY_MODULE}:make")
+    assert result.exit_code == 0, result.output
+    assert f"model factory {FACTORY_MODULE}:make" in result.output
+    assert "spec 'clickstream' is valid" in result.output
+
+
+@pytest.mark.parametrize(
+    ("factory", "messages"),
+    [
+        (
+            "rt_spec_no_such_pkg.models:make",
+            [
+                "cannot import module 'rt_spec_no_such_pkg.models' (no module named 'rt_spec_no_such_pkg')",
+                "install the package that provides it, add its directory to PYTHONPATH",
+            ],
+        ),
+        (
+            f"{FACTORY_MODULE}:absent",
+            [f"module '{FACTORY_MODULE}' has no attribute 'absent'", "fix the function name in the spec"],
+        ),
+        (
+            f"{FACTORY_MODULE}:SETTINGS",
+            [f"{FACTORY_MODULE}.SETTINGS is a dict, not callable", "factory(spec, feature_info)"],
+        ),
+        (
+            "rt_spec_needs_dep:make",
+            ["it imports 'rt_spec_absent_dependency', which is not installed"],
+        ),
+        (
+            "rt_spec_broken:make",
+            ["importing it raised RuntimeError: boom at import; fix the module"],
+        ),
+    ],
+)
+def test_spec_validate_reports_an_unusable_factory(
+    factory_modules: Path, demo_dict: dict, factory: str, messages: list[str]
+) -> None:
+    result = _validate_with_factory(factory_modules, demo_dict, factory)
+    assert result.exit_code == 1
+    source = str(factory_modules / "with_factory.yaml")
+    assert f"Error: invalid pipeline spec {source}:\n  - model.factory: '{factory}': " in result.output
+    for message in messages:
+        assert message in result.output, result.output
+
+
+def test_loading_a_spec_does_not_import_its_factory(factory_modules: Path, demo_dict: dict) -> None:
+    demo_dict["model"] = {"factory": f"{FACTORY_MODULE}:make"}
+    path = factory_modules / "with_factory.yaml"
+    path.write_text(yaml.safe_dump(demo_dict))
+    assert load_spec(path).model.factory == f"{FACTORY_MODULE}:make"
+    assert FACTORY_MODULE not in sys.modules
+    demo_dict["model"] = {"factory": f"{FACTORY_MODULE}:absent"}
+    with pytest.raises(SpecError) as info:
+        parse_spec(demo_dict, "x.yaml", check_factory=True)
+    assert [field for field, _ in info.value.errors] == ["model.factory"]
+    assert FACTORY_MODULE in sys.modules

@@ -15,13 +15,18 @@ def spec() -> None:
 @spec.command("validate")
 @click.argument("path", required=False)
 def validate(path: str | None) -> None:
-    """Validate PATH (default: $RT_TRAINING_SPEC or the bundled demo spec)."""
+    """Validate PATH (default: $RT_TRAINING_SPEC or the bundled demo spec).
+
+    A ``model.factory`` is imported (its module's code runs) and checked to be callable.
+    """
     try:
-        loaded = load_spec(path)
+        loaded = load_spec(path, check_factory=True)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
+    model = f"factory {loaded.model.factory}" if loaded.model.factory else f"built-in {loaded.model.builtin}"
     click.echo(
         f"spec {loaded.name!r} is valid: topic {loaded.source.topic}, {len(loaded.schema_.fields)} fields, "
         f"{len(loaded.numeric_feature_names)} numeric and {len(loaded.categorical_feature_names)} categorical "
-        f"features, label {loaded.label.field} ({loaded.label.kind}), fingerprint {loaded.fingerprint()[:12]}"
+        f"features, label {loaded.label.field} ({loaded.label.kind}), model {model}, "
+        f"fingerprint {loaded.fingerprint()[:12]}"
     )

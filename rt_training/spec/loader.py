@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from rt_training.spec.factory import FactoryResolutionError, resolve_factory
 from rt_training.spec.models import PipelineSpec
 
 SPEC_ENV_VAR = "RT_TRAINING_SPEC"
@@ -35,14 +36,18 @@ def _path_of(loc: tuple[Any, ...]) -> str:
     return out or "<root>"
 
 
-def parse_spec(data: Any, source: str = "<dict>") -> PipelineSpec:
-    """Validate an already-parsed mapping as a :class:`PipelineSpec`."""
+def parse_spec(data: Any, source: str = "<dict>", *, check_factory: bool = False) -> PipelineSpec:
+    """Validate an already-parsed mapping as a :class:`PipelineSpec`.
+
+    With ``check_factory``, a ``model.factory`` is also imported and checked to be callable (its module's code
+    runs); off by default so loading a spec, as the Dagster code location does, imports nothing of the user's.
+    """
     if not isinstance(data, dict):
         raise SpecError(
             source, [("<root>", f"expected a mapping at the top level, got {type(data).__name__}")]
         )
     try:
-        return PipelineSpec.model_validate(data)
+        spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
@@ -51,10 +56,19 @@ def parse_spec(data: Any, source: str = "<dict>") -> PipelineSpec:
                 msg = "unknown field (check the spelling; see rt_training/specs/clickstream.yaml)"
             errors.append((_path_of(err["loc"]), msg))
         raise SpecError(source, errors) from None
+    if check_factory and spec.model.factory is not None:
+        try:
+            resolve_factory(spec.model.factory)
+        except FactoryResolutionError as exc:
+            raise SpecError(source, [("model.factory", str(exc).removeprefix("model.factory "))]) from None
+    return spec
 
 
-def load_spec(path: str | os.PathLike[str] | None = None) -> PipelineSpec:
-    """Load a spec file; with no path, ``$RT_TRAINING_SPEC`` or the bundled demo spec."""
+def load_spec(path: str | os.PathLike[str] | None = None, *, check_factory: bool = False) -> PipelineSpec:
+    """Load a spec file; with no path, ``$RT_TRAINING_SPEC`` or the bundled demo spec.
+
+    ``check_factory`` imports and checks ``model.factory`` (see :func:`parse_spec`).
+    """
     if path is None:
         path = os.environ.get(SPEC_ENV_VAR) or None
     if path is None:
@@ -72,4 +86,4 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> PipelineSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(source, [("<yaml>", str(exc).replace("\n", " "))]) from None
-    return parse_spec(data, source)
+    return parse_spec(data, source, check_factory=check_factory)

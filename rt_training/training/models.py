@@ -14,13 +14,12 @@ as ``function(spec, feature_info)`` (a :class:`~rt_training.spec.PipelineSpec` a
 must return an ``nn.Module`` with the forward signature above; ``spec.model.options`` carries its own
 settings.
 
-Errors: :class:`ModelFactoryError` when the factory cannot be imported, fails, or returns something that is
-not an ``nn.Module``.
+Errors: :class:`ModelFactoryError` when the factory cannot be imported, is not callable, fails, or returns
+something that is not an ``nn.Module``.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from rt_training.spec import CATEGORICAL_PREFIX, NUMERIC_PREFIX, PipelineSpec
+from rt_training.spec.factory import FactoryResolutionError, resolve_factory
 
 
 class ModelFactoryError(RuntimeError):
@@ -101,23 +101,6 @@ class TabularMLP(nn.Module):
         return self.head(torch.cat(parts, dim=1)).squeeze(-1)
 
 
-def _import_factory(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelFactoryError(
-            f"model.factory {path!r}: cannot import module {module_name!r} ({exc}); "
-            "install the package that provides it or fix the path in the spec"
-        ) from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ModelFactoryError(
-            f"model.factory {path!r}: module {module_name!r} has no attribute {attr!r}"
-        ) from None
-
-
 def build_model(spec: PipelineSpec, features: FeatureInfo | None = None) -> nn.Module:
     """The model the spec declares, freshly initialized (seed torch first for a reproducible init)."""
     features = features or FeatureInfo.from_spec(spec)
@@ -126,7 +109,10 @@ def build_model(spec: PipelineSpec, features: FeatureInfo | None = None) -> nn.M
         if m.builtin == "logistic":
             return TabularMLP(features, hidden=[], embedding_dim=1)
         return TabularMLP(features, hidden=list(m.hidden), embedding_dim=m.embedding_dim, dropout=m.dropout)
-    factory = _import_factory(m.factory)
+    try:
+        factory = resolve_factory(m.factory)
+    except FactoryResolutionError as exc:
+        raise ModelFactoryError(str(exc)) from exc
     try:
         model = factory(spec, features)
     except Exception as exc:
