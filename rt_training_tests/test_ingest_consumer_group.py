@@ -7,6 +7,7 @@ never moves backwards, a refused commit only warns, and with no group named noth
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -191,3 +192,53 @@ def test_the_dagster_run_reports_the_group_commit(kafka_broker, topic_factory, t
         }["bronze_events"]
         assert bronze["consumer_group"].value == group
         assert bronze["consumer_group_committed"].value is True
+
+
+def consumer_groups_describe(settings: KafkaSettings, group: str) -> list[dict[str, str]]:
+    """``kafka-consumer-groups.sh --describe --group GROUP`` through the broker's own jars: one dict per row, keyed
+    by the header. Skips when those jars lack the tools (the Maven-resolved broker has none; a Kafka
+    distribution named by ``KAFKA_HOME`` has them)."""
+    from rt_training.ops.kafka_local import find_java, resolve_libs
+
+    java = find_java()
+    libs = resolve_libs(java)
+    if not any(libs.glob("kafka-tools-[0-9]*.jar")):
+        pytest.skip(f"no kafka-tools jar in {libs}: set KAFKA_HOME to a Kafka distribution to run the tool")
+    cmd = [
+        java,
+        "-cp",
+        f"{libs}/*",
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        "--bootstrap-server",
+        settings.bootstrap_servers,
+        "--describe",
+        "--group",
+        group,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    header_at = next(i for i, cols in enumerate(lines) if cols[:2] == ["GROUP", "TOPIC"])
+    header = lines[header_at]
+    return [dict(zip(header, cols, strict=False)) for cols in lines[header_at + 1 :]]
+
+
+def test_kafka_consumer_groups_describe_shows_no_lag_after_a_full_ingest(
+    kafka_broker, topic_factory, tmp_path
+) -> None:
+    topic = topic_factory(partitions=3)
+    group = f"rt-tool-{uuid.uuid4().hex[:8]}"
+    spec = spec_for(topic, commit_consumer_group=group)
+    produce(kafka_broker, spec, topic, count=300, seed=15, start_ms=START_MS)
+    first, second = halves(kafka_broker, topic)
+    lake = LakeLocation(str(tmp_path))
+    run_micro_batch(kafka_broker, spec, lake, first, "run-1")
+    rows = consumer_groups_describe(kafka_broker, group)
+    assert {(r["TOPIC"], int(r["PARTITION"])): int(r["LAG"]) for r in rows} == {
+        (topic, r.partition): r.size for r in second
+    }
+    run_micro_batch(kafka_broker, spec, lake, second, "run-2")
+    rows = consumer_groups_describe(kafka_broker, group)
+    ends = {(topic, p): b.end for p, b in partition_offsets(kafka_broker, topic).items()}
+    assert {(r["TOPIC"], int(r["PARTITION"])): int(r["CURRENT-OFFSET"]) for r in rows} == ends
+    assert {r["LAG"] for r in rows} == {"0"}
