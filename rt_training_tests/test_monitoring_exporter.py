@@ -193,8 +193,8 @@ def test_exporter_text_has_every_series(spec: PipelineSpec, tmp_path: Path) -> N
     )
     assert samples[_key("rt_training_last_promotion_timestamp_seconds")] == snap.last_promotion_time
     assert samples[_key("rt_training_training_samples_per_second")] == 1500.0
-    assert samples[_key("rt_training_run_failures_total", job="retraining_job")] == 2
-    assert samples[_key("rt_training_run_failures_total", job="ingest_job")] == 0
+    assert samples[_key("rt_training_run_failures_total", dagster_job="retraining_job")] == 2
+    assert samples[_key("rt_training_run_failures_total", dagster_job="ingest_job")] == 0
     assert samples[_key("rt_training_exporter_errors_total")] == 0
     assert 0 < samples[_key("rt_training_scrape_duration_seconds")] < 5
     # No Kafka configured: no Kafka series at all.
@@ -349,7 +349,7 @@ def test_start_exporter_on_a_free_port(spec: PipelineSpec, tmp_path: Path) -> No
         with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10) as response:
             assert response.headers["Content-Type"].startswith("text/plain")
             samples = _samples(response.read().decode())
-        assert samples[_key("rt_training_run_failures_total", job="retraining_job")] == 2
+        assert samples[_key("rt_training_run_failures_total", dagster_job="retraining_job")] == 2
     finally:
         server.shutdown()
         server.server_close()

@@ -336,11 +336,11 @@ def test_prometheus_scrapes_the_exporter(spec: PipelineSpec, tmp_path: Path) -> 
                 "price": 0.001,
                 "device": 0.2,
             }
-            # The exporter's own `job` label survives the scrape (honor_labels in the shipped config).
-            assert by_label(query_until(base, "rt_training_run_failures_total"), "job") == {
-                "retraining_job": 2.0,
-                "ingest_job": 0.0,
-            }
+            # The Dagster job is its own label: the scrape's `job` label sits beside it, neither renamed.
+            failures = query_until(base, "rt_training_run_failures_total")
+            assert by_label(failures, "dagster_job") == {"retraining_job": 2.0, "ingest_job": 0.0}
+            assert {r["metric"]["job"] for r in failures} == {"rt_training"}
+            assert not any("exported_job" in r["metric"] for r in failures)
             assert by_label(query_until(base, "rt_training_kafka_up"), "pipeline") == {"clickstream": 0.0}
             assert query(base, "rt_training_consumer_lag_records") == []
             age = by_label(

@@ -259,6 +259,9 @@ def build_ingest_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
                 f"{report.records} records: read {report.read_s:.2f}s, clean {report.clean_s:.2f}s, "
                 f"commit {report.commit_s:.2f}s"
             )
+        group = report.consumer_group
+        if group is not None and group.error is not None:
+            context.log.warning(f"offsets not committed to consumer group {group.group_id!r}: {group.error}")
         for table, key in (
             ("bronze", "bronze_events"),
             ("silver", "silver_events"),

@@ -21,10 +21,16 @@ validates and featurizes its records while the batch before it is still running,
 (``wait_for_turn``) before it takes its reference, scans the duplicate history, drops duplicates and commits.
 Commits therefore stay in offset order, and the reference and duplicate history include the previous batch's
 rows, as when batches run one after another.
+
+With ``ingest.commit_consumer_group`` set, a batch whose tables all hold its ranges (committed now or by an
+earlier attempt) then commits to that Kafka consumer group, per partition of its ranges, the offset every table
+stands at, so that lag tools see the pipeline. It is a copy for display: never read back, never moved
+backwards, and a failure to commit only warns (``BatchReport.consumer_group`` says why); the batch still succeeds.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +50,9 @@ if TYPE_CHECKING:
     from rt_training.clean.pipeline import CleanResult
     from rt_training.spec import PipelineSpec
     from rt_training.stream.client import KafkaSettings
+    from rt_training.stream.offsets import GroupCommit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class BatchReport:
     clean_s: float = 0.0
     commit_s: float = 0.0
     total_s: float = 0.0
+    consumer_group: GroupCommit | None = None
+    """What was committed to ``ingest.commit_consumer_group`` (None when the spec names no group)."""
 
     @property
     def skipped(self) -> bool:
@@ -99,6 +110,8 @@ class BatchReport:
             meta["waited_for_previous_batch_s"] = round(self.waited_s, 3)
             if self.gaps:
                 meta["data_loss_gaps"] = len(self.gaps)
+            if self.consumer_group is not None:
+                meta.update(self.consumer_group.metadata())
         elif self.clean is not None:
             meta.update(self.clean.metadata())
             meta["clean_s"] = round(self.clean_s, 3)
@@ -166,6 +179,41 @@ def _behind(
                 out[table] = f"{r.topic}[{r.partition}] at {offset}, this batch starts at {r.start}"
                 break
     return out
+
+
+def commit_consumer_group(
+    settings: KafkaSettings,
+    spec: PipelineSpec,
+    lake: LakeLocation,
+    ranges: Sequence[OffsetRange],
+    run_id: str,
+) -> GroupCommit | None:
+    """Commit to ``spec.ingest.commit_consumer_group``, per partition of ``ranges``, the lowest offset the offset
+    tables stand at (the next offset the pipeline reads there), forward only; None when the spec names no group.
+    Never raises: a failure is logged as a warning and returned in :attr:`GroupCommit.error`."""
+    from rt_training.stream.offsets import GroupCommit, commit_group_offsets
+
+    group = spec.ingest.commit_consumer_group
+    if group is None:
+        return None
+    try:
+        offsets = table_offsets(spec, lake, ranges)
+        standing: dict[tuple[str, int], int] = {}
+        for r in ranges:
+            at = [offsets[table][(r.topic, r.partition)] for table in OFFSET_TABLES]
+            if all(o is not None for o in at):
+                standing[(r.topic, r.partition)] = min(o for o in at if o is not None)
+        return commit_group_offsets(settings, group, standing, metadata=f"rt_training {spec.name} {run_id}")
+    except Exception as exc:  # display only: the lake holds the offsets, so the batch must not fail here
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "micro-batch %s committed to the lake but not to consumer group %r (lag tools will show it behind "
+            "until a later batch commits): %s",
+            run_id,
+            group,
+            reason,
+        )
+        return GroupCommit(group, error=reason)
 
 
 class TurnTimeoutError(RuntimeError):
@@ -269,6 +317,10 @@ def run_micro_batch(
     :func:`await_turn`) for as long as ``wait_for_turn()`` names an earlier batch that is still running, at most
     ``turn_timeout_s``; ``on_wait`` is told what it waits for, once.
     Without it, such a table makes the commit raise ``OffsetMismatchError`` at once.
+
+    With ``ingest.commit_consumer_group`` set, the offsets the tables then stand at are committed to that group
+    (:func:`commit_consumer_group`, also for a replayed run); a failure there is reported in
+    ``BatchReport.consumer_group``, never raised.
     """
     from rt_training.clean.pipeline import finish_batch, prepare_batch
     from rt_training.stream.reader import read_ranges
@@ -282,6 +334,7 @@ def run_micro_batch(
     if all(done.values()):
         for table in OFFSET_TABLES:
             report.outcomes[table] = CommitOutcome(lake.uri(spec.name, table), False, 0, -1, tuple(ranges), 0)
+        report.consumer_group = commit_consumer_group(settings, spec, lake, ranges, run_id)
         report.total_s = time.monotonic() - t0
         return report
 
@@ -369,6 +422,7 @@ def run_micro_batch(
         )
         phase(f"committed {table}")
     report.commit_s = time.monotonic() - t2
+    report.consumer_group = commit_consumer_group(settings, spec, lake, ranges, run_id)
     report.total_s = time.monotonic() - t0
     phase("done")
     return report

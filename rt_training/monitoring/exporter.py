@@ -124,7 +124,8 @@ def snapshot_metrics(snap: PipelineSnapshot) -> list[Metric]:
     families.extend(_drift_metrics(snap))
     families.extend(_model_metrics(snap))
 
-    failures = _counter("run_failures", "Distinct failed orchestrator runs, by job.", ["job"])
+    # Not `job`: Prometheus gives every scraped series the scrape job's `job` label, and would rename ours.
+    failures = _counter("run_failures", "Distinct failed orchestrator runs, by Dagster job.", ["dagster_job"])
     for job, count in sorted((snap.run_failures or {}).items()):
         failures.add_metric([p, job], count)
     add(failures)

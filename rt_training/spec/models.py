@@ -150,11 +150,32 @@ class ModelSpec(_Strict):
 
 
 class IngestPolicy(_Strict):
+    """How micro-batches are planned and landed.
+
+    ``commit_consumer_group`` names a Kafka consumer group to which each micro-batch, after its Delta commits,
+    commits the offsets the lake stands at, so that ``kafka-consumer-groups.sh --describe``, Burrow or a cloud
+    console show the pipeline's lag. The pipeline never reads these offsets back (the Delta tables hold the
+    ones that count), and a failed commit only warns. Default: none, nothing is committed to Kafka.
+    """
+
     min_records: int = Field(default=1000, ge=1)
     max_wait_s: Duration = Field(default=10.0, ge=0)
     max_records_per_run: int = Field(default=200_000, ge=1)
     on_data_loss: Literal["fail", "skip"] = "fail"
     dedup_history_s: Duration = Field(default=3600.0, ge=0)
+    commit_consumer_group: str | None = None
+
+    @field_validator("commit_consumer_group")
+    @classmethod
+    def _legal_group_id(cls, v: str | None) -> str | None:
+        # Kafka accepts any non-empty group id; whitespace and control characters are refused here because a
+        # stray space from YAML would silently create a second group that no operator looks at.
+        if v is not None and not re.fullmatch(r"[^\s\x00-\x1f\x7f]{1,255}", v):
+            raise ValueError(
+                "a consumer group id is 1 to 255 characters without whitespace or control characters, "
+                f"got {v!r}"
+            )
+        return v
 
 
 class SamplingPolicy(_Strict):
