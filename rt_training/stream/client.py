@@ -2,8 +2,12 @@
 
 :class:`KafkaSettings` is the one source of connection settings: the CLI, the exporter, the producer, the Dagster
 resource and the tests all build it, from the environment (:data:`ENV_VARS`) and from flags that override it.
-kafka-python 3 waits 30 s and raises a bare ``KafkaTimeoutError`` when no broker answers; every factory here
-bounds that wait and turns it into :class:`KafkaUnreachableError`, which names the address tried.
+kafka-python 3 waits 30 s and raises a bare ``KafkaTimeoutError`` when no broker answers, and reports a wrong
+password or an untrusted certificate only in its log. Every factory here first probes the cluster
+(:func:`check_reachable`: TCP, then the TLS handshake and the SASL exchange the settings ask for) and raises one
+subclass of :class:`KafkaConnectionProblem` that names what failed, where, and what to do:
+:class:`KafkaUnreachableError`, :class:`KafkaAuthenticationError`, :class:`KafkaTLSError` or
+:class:`KafkaProtocolMismatchError`.
 """
 
 from __future__ import annotations
@@ -74,16 +78,67 @@ def setting_name(field_name: str) -> str:
     return f"{ENV_VARS[field_name]} ({FLAGS[field_name]})"
 
 
-class KafkaUnreachableError(ConnectionError):
+class KafkaConnectionProblem(ConnectionError):
+    """No working connection to the cluster at ``bootstrap_servers``; the message says why and what to do.
+
+    Messages name servers, protocols, mechanisms and users, never a password.
+    """
+
+    def __init__(self, bootstrap_servers: str, message: str):
+        self.bootstrap_servers = bootstrap_servers
+        super().__init__(message)
+
+
+class KafkaUnreachableError(KafkaConnectionProblem):
     """No broker of the configured cluster answered within the timeout."""
 
     def __init__(self, bootstrap_servers: str, waited_s: float, cause: str = ""):
-        self.bootstrap_servers = bootstrap_servers
         self.waited_s = waited_s
         detail = f" ({cause})" if cause else ""
         super().__init__(
+            bootstrap_servers,
             f"Kafka is unreachable at {bootstrap_servers}: no broker answered within {waited_s:.1f}s{detail}. "
-            f"Start the local broker with `rt-training kafka start`, or set {BOOTSTRAP_ENV_VAR} to a running cluster."
+            f"Start the local broker with `rt-training kafka start`, or set {BOOTSTRAP_ENV_VAR} to a running "
+            f"cluster.",
+        )
+
+
+class KafkaAuthenticationError(KafkaConnectionProblem):
+    """The broker refused the SASL credentials, or does not enable the configured mechanism."""
+
+    def __init__(
+        self, bootstrap_servers: str, server: str, mechanism: str, username: str | None, reason: str
+    ):
+        self.server = server
+        self.mechanism = mechanism
+        self.username = username
+        self.reason = reason
+        super().__init__(
+            bootstrap_servers,
+            f"Kafka authentication failed at {server}: user {username!r} with SASL mechanism {mechanism}: "
+            f"{reason}. Check the user name, password and mechanism your cluster's operator gave you.",
+        )
+
+
+class KafkaTLSError(KafkaConnectionProblem):
+    """The TLS handshake failed; ``problem`` names the certificate problem (unknown CA, hostname mismatch,
+    expired certificate, ...)."""
+
+    def __init__(self, bootstrap_servers: str, server: str, problem: str, fix: str):
+        self.server = server
+        self.problem = problem
+        super().__init__(bootstrap_servers, f"TLS handshake with Kafka at {server} failed: {problem}. {fix}")
+
+
+class KafkaProtocolMismatchError(KafkaConnectionProblem):
+    """The listener speaks another security protocol than the client (TLS against plaintext, SASL expected, ...)."""
+
+    def __init__(self, bootstrap_servers: str, server: str, client_protocol: str, finding: str, fix: str):
+        self.server = server
+        self.client_protocol = client_protocol
+        super().__init__(
+            bootstrap_servers,
+            f"security protocol mismatch at {server}: the client uses {client_protocol} but {finding}. {fix}",
         )
 
 
@@ -357,10 +412,18 @@ def build_token_provider(path: str) -> Any:
 
 
 def check_reachable(settings: KafkaSettings, timeout_s: float | None = None) -> None:
-    """Fail fast with :class:`KafkaUnreachableError` unless some bootstrap server accepts a TCP connection.
+    """Fail fast unless some bootstrap server completes the connection the settings describe.
 
-    A TCP probe answers in milliseconds where kafka-python's own bootstrap would retry for its full timeout.
+    Each server is probed in turn (:func:`rt_training.stream.handshake.probe_server`): TCP connect, the TLS
+    handshake for SSL/SASL_SSL, an ApiVersions request, and the SASL handshake and authentication for
+    SASL_*. A definite answer (credentials refused, certificate not trusted, another protocol on the port)
+    raises at once as :class:`KafkaAuthenticationError`, :class:`KafkaTLSError` or
+    :class:`KafkaProtocolMismatchError`; silence and refused connections are retried until ``timeout_s``
+    (default ``settings.connect_timeout_s``) and then raise :class:`KafkaUnreachableError`. The probe answers
+    in milliseconds where kafka-python's own bootstrap would retry for its full timeout.
     """
+    from rt_training.stream.handshake import ServerSilent, probe_server
+
     timeout = settings.connect_timeout_s if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout
     last_error = ""
@@ -368,9 +431,13 @@ def check_reachable(settings: KafkaSettings, timeout_s: float | None = None) -> 
         for server in settings.servers:
             host, _, port = server.rpartition(":")
             try:
-                with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=2.0):
+                address = (host.strip("[]") or "127.0.0.1", int(port))
+                with socket.create_connection(address, timeout=2.0) as sock:
+                    probe_server(settings, server, sock, min(5.0, max(1.0, deadline - time.monotonic())))
                     return
-            except (OSError, ValueError) as exc:
+            except KafkaConnectionProblem:  # a definite answer (it is an OSError too): no retry
+                raise
+            except (OSError, ValueError, ServerSilent) as exc:
                 last_error = f"{server}: {exc}"
         if time.monotonic() >= deadline:
             raise KafkaUnreachableError(settings.bootstrap_servers, timeout, last_error)
@@ -379,12 +446,26 @@ def check_reachable(settings: KafkaSettings, timeout_s: float | None = None) -> 
 
 @contextmanager
 def translate_timeouts(settings: KafkaSettings, started: float | None = None) -> Iterator[None]:
-    """Turn kafka-python's bare timeout/connection errors into :class:`KafkaUnreachableError`."""
-    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+    """Turn kafka-python's bare timeout/connection errors into :class:`KafkaUnreachableError`, and its SASL
+    errors into :class:`KafkaAuthenticationError`."""
+    from kafka.errors import (
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        SaslAuthenticationFailedError,
+        UnsupportedSaslMechanismError,
+    )
 
     t0 = time.monotonic() if started is None else started
     try:
         yield
+    except (SaslAuthenticationFailedError, UnsupportedSaslMechanismError) as exc:
+        raise KafkaAuthenticationError(
+            settings.bootstrap_servers,
+            settings.bootstrap_servers,
+            settings.sasl_mechanism or "(none)",
+            settings.sasl_username,
+            type(exc).__name__,
+        ) from None
     except (KafkaTimeoutError, KafkaConnectionError) as exc:
         raise KafkaUnreachableError(settings.bootstrap_servers, time.monotonic() - t0, repr(exc)) from exc
 
