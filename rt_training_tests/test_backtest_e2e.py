@@ -88,7 +88,7 @@ def backtest_run(kafka_broker: KafkaSettings, tmp_path_factory: pytest.TempPathF
             events=events,
             step_s=STEP_S,
             out_dir=folder / "out",
-            bootstrap_servers=kafka_broker.bootstrap_servers,
+            kafka=kafka_broker,
             drift_at_s=START_MS / 1000 + DRIFT_AT_S,
         ),
         progress=lines.append,

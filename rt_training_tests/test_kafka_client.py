@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rt_training.stream.admin import TopicConflictError, create_topic, delete_topic, partition_count
 from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaSettings, make_consumer
+
+
+def _pem_files(folder: Path, *names: str) -> list[str]:
+    """Placeholder files: the settings check that they exist; kafka-python reads them only when it connects."""
+    paths = [folder / name for name in names]
+    for path in paths:
+        path.write_text("-----BEGIN CERTIFICATE-----\n")
+    return [str(p) for p in paths]
 
 
 def test_plaintext_client_kwargs() -> None:
@@ -22,16 +32,18 @@ def test_plaintext_client_kwargs() -> None:
     }
 
 
-def test_sasl_ssl_client_kwargs_carry_credentials_and_certificates() -> None:
+def test_sasl_ssl_client_kwargs_carry_credentials_and_certificates(tmp_path: Path) -> None:
+    ca, cert, key = _pem_files(tmp_path, "ca.pem", "client.pem", "client.key")
     settings = KafkaSettings(
         bootstrap_servers="broker:9094",
         security_protocol="SASL_SSL",
         sasl_mechanism="SCRAM-SHA-512",
         sasl_username="svc",
         sasl_password="s3cret",
-        ssl_cafile="/etc/ca.pem",
-        ssl_certfile="/etc/client.pem",
-        ssl_keyfile="/etc/client.key",
+        ssl_cafile=ca,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
+        ssl_password="k3y-pass",
     )
     kwargs = settings.client_kwargs()
     assert kwargs["security_protocol"] == "SASL_SSL"
@@ -40,12 +52,9 @@ def test_sasl_ssl_client_kwargs_carry_credentials_and_certificates() -> None:
         "svc",
         "s3cret",
     )
-    assert (kwargs["ssl_cafile"], kwargs["ssl_certfile"], kwargs["ssl_keyfile"]) == (
-        "/etc/ca.pem",
-        "/etc/client.pem",
-        "/etc/client.key",
-    )
-    assert "s3cret" not in repr(settings)
+    assert (kwargs["ssl_cafile"], kwargs["ssl_certfile"], kwargs["ssl_keyfile"]) == (ca, cert, key)
+    assert (kwargs["ssl_password"], kwargs["ssl_check_hostname"]) == ("k3y-pass", True)
+    assert "s3cret" not in repr(settings) and "k3y-pass" not in str(settings)
 
 
 def test_plaintext_kwargs_have_no_security_options() -> None:
@@ -54,13 +63,21 @@ def test_plaintext_kwargs_have_no_security_options() -> None:
 
 
 @pytest.mark.parametrize("client", ["KafkaConsumer", "KafkaProducer", "KafkaAdminClient"])
-def test_every_client_accepts_the_shared_kwargs(client: str) -> None:
+def test_every_client_accepts_the_shared_kwargs(client: str, tmp_path: Path) -> None:
     # kafka-python rejects unknown configuration keys when a client is built.
     import kafka
     import kafka.admin
 
     cls = getattr(kafka.admin if client == "KafkaAdminClient" else kafka, client)
-    full = KafkaSettings(sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p", ssl_cafile="/ca.pem")
+    (ca,) = _pem_files(tmp_path, "ca.pem")
+    full = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN",
+        sasl_username="u",
+        sasl_password="p",
+        ssl_cafile=ca,
+        ssl_password="k",
+    )
     assert set(full.client_kwargs()) <= set(cls.DEFAULT_CONFIG)
 
 

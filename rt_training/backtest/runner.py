@@ -86,9 +86,9 @@ class BacktestConfig:
         ``.data/backtest/<pipeline>-<UTC time>``).
     periodic_window_steps
         Steps of silver rows the periodic baseline is retrained on, from scratch, after every step.
-    bootstrap_servers
-        A Kafka cluster to replay through; ``None`` starts a local broker under ``out_dir`` for the run (or uses
-        ``$KAFKA_BOOTSTRAP_SERVERS`` when set).
+    kafka
+        Settings of a Kafka cluster to replay through; ``None`` starts a local broker under ``out_dir`` for the
+        run (or, when ``$KAFKA_BOOTSTRAP_SERVERS`` is set, uses ``KafkaSettings.from_env()``).
     keep_lake
         Keep the lake, the checkpoints and the broker's data after the run (default: only the report stays).
     drift_at_s
@@ -103,7 +103,7 @@ class BacktestConfig:
     step_rows: int | None = None
     out_dir: str | Path | None = None
     periodic_window_steps: int = 2
-    bootstrap_servers: str | None = None
+    kafka: KafkaSettings | None = None
     keep_lake: bool = False
     drift_at_s: float | None = None
     threads: int = 2
@@ -199,7 +199,7 @@ def run_backtest(
     ValueError
         The events hold no record.
     KafkaUnreachableError, LocalKafkaError
-        No broker at ``bootstrap_servers``, or the local broker cannot start.
+        No broker answers at ``kafka``, or the local broker cannot start.
     """
     from rt_training.backtest.report import summarize, write_plot, write_report
     from rt_training.ops.kafka_local import LocalKafkaConfig, free_port, start_broker, stop_broker
@@ -225,14 +225,15 @@ def run_backtest(
         shutil.rmtree(out / LAKE_DIR)
 
     broker = None
-    if config.bootstrap_servers is not None:
-        settings = KafkaSettings(bootstrap_servers=config.bootstrap_servers)
+    if config.kafka is not None:
+        settings = config.kafka
     else:
         broker = LocalKafkaConfig(data_dir=out / "kafka", port=free_port())
         status = start_broker(broker)
         settings = status.settings()
         if status.kind == "external":
             broker = None
+            settings = KafkaSettings.from_env()
         progress(f"Kafka at {settings.bootstrap_servers} ({status.kind})")
     progress(
         f"replaying {len(records):,} events of {spec.name!r} in {len(steps)} steps through topic {topic} "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from rt_training.cli.kafka_options import KafkaFlags, kafka_options
 from rt_training.spec import SpecError, load_spec
 
 
@@ -43,14 +44,10 @@ from rt_training.spec import SpecError, load_spec
     help="Steps of data the periodic baseline is retrained on after every step.",
 )
 @click.option(
-    "--bootstrap-servers",
-    default=None,
-    help="Kafka cluster to replay through (default: a local broker started for the run).",
-)
-@click.option(
     "--keep-lake", is_flag=True, help="Keep the lake and checkpoints of the run under the output folder."
 )
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch threads.")
+@kafka_options
 def backtest(
     spec_path: str,
     events_path: Path,
@@ -58,12 +55,15 @@ def backtest(
     step_rows: int | None,
     out_dir: Path | None,
     periodic_window: int,
-    bootstrap_servers: str | None,
     keep_lake: bool,
     threads: int,
+    kafka_flags: KafkaFlags,
 ) -> None:
     """Replay EVENTS through the pipeline of SPEC, step by step in event time, scoring each step with the champion
-    in force before it, beside a static model and a periodic retrain; writes backtest.json and a plot."""
+    in force before it, beside a static model and a periodic retrain; writes backtest.json and a plot.
+
+    The replay goes through the cluster of --bootstrap-servers or $KAFKA_BOOTSTRAP_SERVERS when one is named,
+    else through a local broker started for the run."""
     from rt_training.backtest import BacktestConfig, run_backtest
     from rt_training.backtest.events import EventsFileError
     from rt_training.ops.kafka_local import LocalKafkaError
@@ -90,7 +90,7 @@ def backtest(
         step_rows=step_rows,
         out_dir=out_dir,
         periodic_window_steps=periodic_window,
-        bootstrap_servers=bootstrap_servers,
+        kafka=kafka_flags.settings() if kafka_flags.names_cluster else None,
         keep_lake=keep_lake,
         threads=threads,
     )

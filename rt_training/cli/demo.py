@@ -1,6 +1,7 @@
 """``rt-training demo``: the whole loop on one machine — Kafka, the producer and the Dagster UI.
 
-Starts, in order: the local KRaft broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster), the producer
+Starts, in order: the local KRaft broker (unless ``--bootstrap-servers`` or ``KAFKA_BOOTSTRAP_SERVERS`` names a
+cluster, reached with the settings of the Kafka flags and ``KAFKA_*`` variables), the producer
 (``rt-training produce``: the synthetic stream with a drift point, or with ``--from`` a user's own records, event
 times as given), and ``dagster dev`` on 127.0.0.1:3000 with the sensors on. Ctrl-C stops what this command
 started, in reverse order, and nothing else. A producer that has sent all of a file exits and the rest runs on.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from rt_training.cli.kafka_options import KafkaFlags, kafka_options
 from rt_training.spec import SPEC_ENV_VAR
 
 
@@ -70,6 +72,7 @@ def _stop(proc: subprocess.Popen, name: str, sig: int = signal.SIGINT, timeout: 
 @click.option(
     "--spec", "spec_path", default=None, help=f"Pipeline spec (default ${SPEC_ENV_VAR} or the demo spec)."
 )
+@kafka_options
 def demo(
     port: int,
     rate: float | None,
@@ -78,10 +81,13 @@ def demo(
     bad_ratio: float,
     home: str | None,
     spec_path: str | None,
+    kafka_flags: KafkaFlags,
 ) -> None:
     """Run Kafka, the producer and Dagster (UI on 127.0.0.1:PORT, sensors on) until Ctrl-C."""
     from rt_training.ops import kafka_local
     from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaUnreachableError
+
+    settings = kafka_flags.settings()
 
     # Ctrl-C and `kill` both stop everything started here. A shell that starts this in the background makes it
     # ignore SIGINT, and the processes it starts would inherit that; restore the default for them and for us.
@@ -99,8 +105,12 @@ def demo(
 
     kafka_config = kafka_local.LocalKafkaConfig(data_dir=root / ".data" / "kafka")
     started_kafka = False
-    if kafka_local.external_bootstrap():
-        click.echo(f"demo: using the Kafka cluster at {os.environ[BOOTSTRAP_ENV_VAR]} ({BOOTSTRAP_ENV_VAR})")
+    if kafka_flags.names_cluster:
+        # The producer and dagster dev read the same settings, flags included, from their environment.
+        env.update(settings.to_env())
+        click.echo(
+            f"demo: using the Kafka cluster at {settings.bootstrap_servers} ({settings.security_protocol})"
+        )
     else:
         click.echo("demo: starting the local Kafka broker (the first start resolves its jars with Maven)")
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from rt_training.cli.kafka_options import KafkaFlags, kafka_options
+
 
 @click.group()
 def ingest() -> None:
@@ -20,12 +22,8 @@ def ingest() -> None:
 @click.option(
     "--lake", default=None, help="Lake root folder or URI (default: $RT_TRAINING_LAKE or .data/lake)."
 )
-@click.option(
-    "--bootstrap-servers",
-    default=None,
-    help="Kafka brokers, host:port[,host:port] (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).",
-)
-def status(spec_path: str | None, lake: str | None, bootstrap_servers: str | None) -> None:
+@kafka_options
+def status(spec_path: str | None, lake: str | None, kafka_flags: KafkaFlags) -> None:
     """Per partition: committed offset, Kafka's end offset, lag; each table's last commit.
 
     The committed offset is the slowest of bronze, silver and dead letters (each table's is listed when they
@@ -37,15 +35,12 @@ def status(spec_path: str | None, lake: str | None, bootstrap_servers: str | Non
     from rt_training.ingest.status import format_status, ingest_status
     from rt_training.lake.tables import lake_root
     from rt_training.spec import SpecError, load_spec
-    from rt_training.stream.client import KafkaSettings
 
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
-    settings = KafkaSettings.from_env()
-    if bootstrap_servers:
-        settings = KafkaSettings.from_env(bootstrap_servers=bootstrap_servers)
+    settings = kafka_flags.settings()
     # The snapshot logs what it could not read; the status prints the same, once.
     logging.getLogger("rt_training.monitoring.snapshot").setLevel(logging.CRITICAL)
     result = ingest_status(spec, LakeLocation(lake_root(lake)), settings)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from rt_training.cli.kafka_options import KafkaFlags, kafka_options
 from rt_training.ops.kafka_local import (
     DEFAULT_PORT,
     BrokerStatus,
@@ -109,7 +110,10 @@ def status(data_dir: Path) -> None:
     help="Topic configuration, e.g. --config retention.ms=600000 (repeatable).",
 )
 @_data_dir_option
-def create_topic_command(name: str, partitions: int, configs: tuple[str, ...], data_dir: Path) -> None:
+@kafka_options
+def create_topic_command(
+    name: str, partitions: int, configs: tuple[str, ...], data_dir: Path, kafka_flags: KafkaFlags
+) -> None:
     """Create topic NAME (a no-op when it exists with the same partition count)."""
     from rt_training.stream.admin import TopicConflictError, create_topic
 
@@ -119,7 +123,7 @@ def create_topic_command(name: str, partitions: int, configs: tuple[str, ...], d
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--config")
         topic_config[key] = value
-    settings = _settings_for(data_dir)
+    settings = _settings_for(data_dir, kafka_flags)
     try:
         created = create_topic(settings, name, partitions, topic_config)
     except (KafkaUnreachableError, TopicConflictError) as exc:
@@ -128,12 +132,13 @@ def create_topic_command(name: str, partitions: int, configs: tuple[str, ...], d
     click.echo(f"{verb} topic {name!r} with {partitions} partitions on {settings.bootstrap_servers}")
 
 
-def _settings_for(data_dir: Path) -> KafkaSettings:
-    """The external cluster if configured, else the local broker of ``data_dir`` (on whatever port it uses)."""
+def _settings_for(data_dir: Path, flags: KafkaFlags) -> KafkaSettings:
+    """The cluster named by the flags or the environment, else the local broker of ``data_dir`` (on whatever port
+    it uses)."""
+    if flags.names_cluster:
+        return flags.settings()
     result = broker_status(LocalKafkaConfig(data_dir=data_dir.resolve()))
-    if result.kind in ("external", "running"):
-        return KafkaSettings.from_env(bootstrap_servers=result.bootstrap_servers)
-    return KafkaSettings.from_env()
+    return flags.settings(defaults={"bootstrap_servers": result.bootstrap_servers} if result.is_up else None)
 
 
 def _echo_where(result: BrokerStatus) -> None:

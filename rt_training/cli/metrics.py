@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
+from rt_training.cli.kafka_options import KafkaFlags, kafka_options
 from rt_training.spec import PipelineSpec, SpecError, load_spec
+
+if TYPE_CHECKING:
+    from rt_training.stream.client import KafkaSettings
 
 _spec_option = click.option(
     "--spec",
@@ -19,7 +25,7 @@ _kafka_option = click.option(
     "--kafka/--no-kafka",
     default=True,
     show_default=True,
-    help="Query Kafka ($KAFKA_BOOTSTRAP_SERVERS) for end offsets and lag.",
+    help="Query Kafka (the cluster of the Kafka flags and $KAFKA_* variables) for end offsets and lag.",
 )
 
 
@@ -36,10 +42,8 @@ def _lake_root(lake: str | None) -> str:
     return lake_root(lake)
 
 
-def _kafka_settings(enabled: bool):
-    from rt_training.stream.client import KafkaSettings
-
-    return KafkaSettings.from_env() if enabled else None
+def _kafka_settings(enabled: bool, flags: KafkaFlags) -> KafkaSettings | None:
+    return flags.settings() if enabled else None
 
 
 @click.group()
@@ -55,7 +59,10 @@ def metrics() -> None:
 @_spec_option
 @_lake_option
 @_kafka_option
-def serve(host: str, port: int, spec_path: str | None, lake: str | None, kafka: bool) -> None:
+@kafka_options
+def serve(
+    host: str, port: int, spec_path: str | None, lake: str | None, kafka: bool, kafka_flags: KafkaFlags
+) -> None:
     """Serve /metrics until interrupted (Ctrl-C or SIGTERM)."""
     import logging
 
@@ -64,12 +71,13 @@ def serve(host: str, port: int, spec_path: str | None, lake: str | None, kafka: 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spec = _load(spec_path)
     root = _lake_root(lake)
+    settings = _kafka_settings(kafka, kafka_flags)
 
     def ready(url: str) -> None:
         click.echo(f"serving metrics of pipeline {spec.name!r} (lake {root}) at {url}", err=True)
 
     try:
-        serve_metrics(host, port, spec, root, _kafka_settings(kafka), ready=ready)
+        serve_metrics(host, port, spec, root, settings, ready=ready)
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}. Pick another port with --port."
@@ -80,14 +88,15 @@ def serve(host: str, port: int, spec_path: str | None, lake: str | None, kafka: 
 @_spec_option
 @_lake_option
 @_kafka_option
-def show(spec_path: str | None, lake: str | None, kafka: bool) -> None:
+@kafka_options
+def show(spec_path: str | None, lake: str | None, kafka: bool, kafka_flags: KafkaFlags) -> None:
     """Print the current metrics once, in the Prometheus text format."""
     from prometheus_client import generate_latest
 
     from rt_training.monitoring.exporter import build_registry
     from rt_training.monitoring.snapshot import SnapshotGatherer
 
-    gatherer = SnapshotGatherer(_load(spec_path), _lake_root(lake), _kafka_settings(kafka))
+    gatherer = SnapshotGatherer(_load(spec_path), _lake_root(lake), _kafka_settings(kafka, kafka_flags))
     try:
         click.echo(generate_latest(build_registry(gatherer)).decode(), nl=False)
     finally:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
+from rt_training.cli.kafka_options import KafkaFlags, kafka_options
 from rt_training.spec import SPEC_ENV_VAR, SpecError, load_spec
 from rt_training.stream.client import KafkaSettings
 
@@ -118,13 +119,9 @@ TTY_REFRESH_S = 0.5
     "oversized, not UTF-8).",
 )
 @click.option(
-    "--bootstrap-servers",
-    default=None,
-    help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092).",
-)
-@click.option(
     "--progress-every", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Seconds."
 )
+@kafka_options
 def produce(
     from_path: str | None,
     source_format: SourceFormat | None,
@@ -141,8 +138,8 @@ def produce(
     drift_at: float | None,
     drift_strength: float,
     bad_ratio: float,
-    bootstrap_servers: str | None,
     progress_every: float,
+    kafka_flags: KafkaFlags,
 ) -> None:
     """Send synthetic events of a pipeline spec to Kafka, until --count, --duration or Ctrl-C; or, with --from,
     the records of a JSON-lines or CSV file or of stdin, keyed by a field, event times as given."""
@@ -151,10 +148,7 @@ def produce(
         spec = load_spec(spec_path)
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
-    overrides = {"client_id": "rt-training-producer"}
-    if bootstrap_servers:
-        overrides["bootstrap_servers"] = bootstrap_servers
-    settings = KafkaSettings.from_env(**overrides)
+    settings = kafka_flags.settings(defaults={"client_id": "rt-training-producer"})
     name = topic or spec.source.topic
     if from_path is None:
         _produce_synthetic(

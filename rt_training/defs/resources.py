@@ -2,64 +2,62 @@
 
 from __future__ import annotations
 
-import os
-from typing import Literal
+from collections.abc import Iterable
+from dataclasses import fields
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
 
 from rt_training.ingest.batch import LakeLocation
 from rt_training.lake.tables import LAKE_ENV_VAR, lake_root
-from rt_training.stream.client import BOOTSTRAP_ENV_VAR, DEFAULT_BOOTSTRAP, KafkaSettings
+from rt_training.stream.client import ENV_VARS, SECRET_FIELDS, KafkaSettings
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """Connection to the Kafka cluster. Secrets (SASL password) come from the environment through ``EnvVar``."""
+    """Connection to the Kafka cluster: the fields of :class:`KafkaSettings`, which :meth:`settings` builds.
+
+    :meth:`from_env` reads the same ``KAFKA_*`` variables as every other entry point; the secrets (SASL and SSL
+    key passwords) stay ``EnvVar`` references, so run config and the UI show the variable's name, never its
+    value, and ``repr`` masks them once resolved.
+    """
 
     bootstrap_servers: str = Field(description="Comma-separated host:port list of brokers.")
     client_id: str = "rt-training"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: str | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER."
+    )
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: str | None = Field(default=None, description="Give it as EnvVar, never as a value.")
+    sasl_oauth_token_provider: str | None = Field(
+        default=None, description="OAUTHBEARER: package.module:factory returning an AbstractTokenProvider."
+    )
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_password: str | None = Field(default=None, description="Give it as EnvVar, never as a value.")
+    ssl_check_hostname: bool = True
     connect_timeout_s: float = Field(default=10.0, description="Unreachable brokers are reported after this.")
     request_timeout_s: float = 15.0
 
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, "***" if name in SECRET_FIELDS and value is not None else value
+
     def settings(self) -> KafkaSettings:
-        return KafkaSettings(
-            bootstrap_servers=self.bootstrap_servers,
-            client_id=self.client_id,
-            security_protocol=self.security_protocol,
-            sasl_mechanism=self.sasl_mechanism,
-            sasl_username=self.sasl_username,
-            sasl_password=self.sasl_password,
-            ssl_cafile=self.ssl_cafile,
-            ssl_certfile=self.ssl_certfile,
-            ssl_keyfile=self.ssl_keyfile,
-            connect_timeout_s=self.connect_timeout_s,
-            request_timeout_s=self.request_timeout_s,
-        )
+        """The checked client settings (raises ``KafkaSettingsError`` naming the setting at fault)."""
+        return KafkaSettings(**{f.name: getattr(self, f.name) for f in fields(KafkaSettings)})
 
     @classmethod
     def from_env(cls) -> KafkaResource:
-        """``KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092); SASL credentials from ``KAFKA_SASL_*``."""
-        secret = {
-            key: dg.EnvVar(var)
-            for key, var in (
-                ("sasl_username", "KAFKA_SASL_USERNAME"),
-                ("sasl_password", "KAFKA_SASL_PASSWORD"),
-            )
-            if os.environ.get(var)
-        }
-        return cls(
-            bootstrap_servers=os.environ.get(BOOTSTRAP_ENV_VAR) or DEFAULT_BOOTSTRAP,
-            security_protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),  # type: ignore[arg-type]
-            sasl_mechanism=os.environ.get("KAFKA_SASL_MECHANISM") or None,
-            **secret,
-        )
+        """The settings of ``KafkaSettings.from_env()`` (checked now), with the secrets as ``EnvVar``."""
+        settings = KafkaSettings.from_env()
+        values: dict[str, Any] = {f.name: getattr(settings, f.name) for f in fields(KafkaSettings)}
+        for name in SECRET_FIELDS:
+            if values[name] is not None:
+                values[name] = dg.EnvVar(ENV_VARS[name])
+        return cls(**values)
 
 
 class LakeResource(dg.ConfigurableResource):

@@ -7,6 +7,12 @@ or from an installed Kafka named by ``KAFKA_HOME``. Its files live in one data f
     <data dir>/kraft/              the broker's log directory (formatted once, kept across restarts)
     <data dir>/broker.log          the JVM's output
     <data dir>/state.json          pid, ports and paths of the running broker
+    <data dir>/tls/                CA, broker key and certificates of the SSL listener (made once with openssl)
+
+Besides its PLAINTEXT listener the broker can open a SASL_PLAINTEXT listener (SCRAM-SHA-512 and SCRAM-SHA-256;
+the users' credentials are created through the admin API once it runs, so no password is written to a file or
+a command line) and an SSL listener whose certificates come from a private CA (``tls/ca.pem``, which clients
+trust). The controller and inter-broker traffic stay on PLAINTEXT listeners bound to the broker's host.
 
 ``stop`` signals only the pid recorded in ``state.json``, and only while that pid is still a Kafka process
 started with this folder's configuration. When ``KAFKA_BOOTSTRAP_SERVERS`` is set the external cluster is
@@ -30,13 +36,20 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from rt_training.ops.processes import process_alive, process_args
-from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaSettings, KafkaUnreachableError, make_admin
+from rt_training.ops.tls import CertificateError, make_certificate_authority, make_server_certificate
+from rt_training.stream.client import (
+    BOOTSTRAP_ENV_VAR,
+    KafkaConnectionProblem,
+    KafkaSettings,
+    check_reachable,
+    make_admin,
+)
 
 KAFKA_HOME_ENV_VAR = "KAFKA_HOME"
 LIBS_ENV_VAR = "RT_TRAINING_KAFKA_LIBS"
@@ -55,6 +68,8 @@ _PROPERTIES_FILE = "server.properties"
 _KRAFT_DIR = "kraft"
 _MAIN_CLASS = "kafka.Kafka"
 _STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
+_TLS_DIR = "tls"
+SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 
 class LocalKafkaError(RuntimeError):
@@ -66,7 +81,9 @@ class LocalKafkaConfig:
     """Where and how to run the local broker.
 
     ``data_dir`` defaults to ``.data/kafka`` under the current directory, like the lake root, so each
-    checkout or test session keeps its own broker.
+    checkout or test session keeps its own broker. ``sasl_users`` (name to password) opens a SASL_PLAINTEXT
+    listener with SCRAM credentials for them; ``ssl`` opens an SSL listener with certificates in
+    ``<data_dir>/tls``. Their ports are free ones picked at start unless ``sasl_port``/``ssl_port`` name them.
     """
 
     data_dir: Path = field(default_factory=lambda: Path.cwd() / ".data" / "kafka")
@@ -75,10 +92,25 @@ class LocalKafkaConfig:
     heap: str = DEFAULT_HEAP
     start_timeout_s: float = 90.0
     stop_timeout_s: float = 20.0
+    sasl_users: Mapping[str, str] = field(default_factory=dict, repr=False)
+    sasl_port: int | None = None
+    ssl: bool = False
+    ssl_port: int | None = None
 
     def __post_init__(self) -> None:
         # Absolute, so the pid check matches the broker's command line whatever the caller's directory.
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
+        object.__setattr__(self, "sasl_users", dict(self.sasl_users))
+        for name in self.sasl_users:
+            if not name or any(c in name for c in '=,"') or not self.sasl_users[name]:
+                raise LocalKafkaError(
+                    f"SASL user {name!r}: a user needs a non-empty name without '=', ',' or '\"' and a "
+                    f"non-empty password."
+                )
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / _TLS_DIR
 
     @property
     def bootstrap_servers(self) -> str:
@@ -106,10 +138,30 @@ class BrokerState:
     properties_file: str
     libs_dir: str
     started_at: float
+    sasl_port: int | None = None
+    sasl_mechanisms: tuple[str, ...] = ()
+    sasl_usernames: tuple[str, ...] = ()
+    ssl_port: int | None = None
+    ssl_cafile: str | None = None
+
+    def __post_init__(self) -> None:
+        # JSON gives lists back; keep the state hashable and equal to what was written.
+        object.__setattr__(self, "sasl_mechanisms", tuple(self.sasl_mechanisms))
+        object.__setattr__(self, "sasl_usernames", tuple(self.sasl_usernames))
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str | None:
+        """Address of the SASL_PLAINTEXT listener, or None when the broker has none."""
+        return None if self.sasl_port is None else f"{self.host}:{self.sasl_port}"
+
+    @property
+    def ssl_bootstrap_servers(self) -> str | None:
+        """Address of the SSL listener, or None when the broker has none."""
+        return None if self.ssl_port is None else f"{self.host}:{self.ssl_port}"
 
 
 @dataclass(frozen=True)
@@ -134,6 +186,36 @@ class BrokerStatus:
         """Client settings for this broker."""
         return KafkaSettings(bootstrap_servers=self.bootstrap_servers)
 
+    def sasl_settings(self, username: str, password: str, mechanism: str = "SCRAM-SHA-512") -> KafkaSettings:
+        """Client settings for this broker's SASL_PLAINTEXT listener as ``username``."""
+        address = self.state.sasl_bootstrap_servers if self.state is not None else None
+        if address is None:
+            raise LocalKafkaError(
+                f"the broker at {self.bootstrap_servers} has no SASL listener; stop it and start it with a SASL "
+                f"user (`rt-training kafka start --sasl-user NAME:PASSWORD`)."
+            )
+        return KafkaSettings(
+            bootstrap_servers=address,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism=mechanism,
+            sasl_username=username,
+            sasl_password=password,
+        )
+
+    def ssl_settings(self) -> KafkaSettings:
+        """Client settings for this broker's SSL listener, trusting its local CA."""
+        state = self.state
+        if state is None or state.ssl_bootstrap_servers is None:
+            raise LocalKafkaError(
+                f"the broker at {self.bootstrap_servers} has no SSL listener; stop it and start it with "
+                f"`rt-training kafka start --ssl`."
+            )
+        return KafkaSettings(
+            bootstrap_servers=state.ssl_bootstrap_servers,
+            security_protocol="SSL",
+            ssl_cafile=state.ssl_cafile,
+        )
+
 
 def external_bootstrap() -> str | None:
     """The cluster named by ``KAFKA_BOOTSTRAP_SERVERS``, or None when the local broker is meant."""
@@ -154,17 +236,25 @@ def start_broker(config: LocalKafkaConfig | None = None) -> BrokerStatus:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with _folder_lock(config.data_dir):
         current = broker_status(config)
-        if current.kind == "running":
+        if current.kind == "running" and current.state is not None:
+            _add_scram_users(current.state, config.sasl_users, config.start_timeout_s)
             return current
         if current.kind == "starting" and current.state is not None:
             _wait_until_ready(current.state, config.start_timeout_s)
+            _add_scram_users(current.state, config.sasl_users, config.start_timeout_s)
             return BrokerStatus("running", current.bootstrap_servers, current.state)
         t0 = time.monotonic()
         java = find_java()
         libs = resolve_libs(java)
         _ensure_port_free(config.host, config.port)
         controller_port = free_port(config.host)
-        properties = _write_properties(config, controller_port)
+        sasl_port = (config.sasl_port or free_port(config.host)) if config.sasl_users else None
+        ssl_port = (config.ssl_port or free_port(config.host)) if config.ssl else None
+        for extra in (sasl_port, ssl_port):
+            if extra is not None:
+                _ensure_port_free(config.host, extra)
+        ssl_cafile = _ensure_certificates(config) if config.ssl else None
+        properties = _write_properties(config, controller_port, sasl_port, ssl_port)
         _format_storage(java, libs, config, properties)
         pid = _launch(java, libs, config, properties)
         state = BrokerState(
@@ -177,10 +267,16 @@ def start_broker(config: LocalKafkaConfig | None = None) -> BrokerStatus:
             properties_file=str(properties),
             libs_dir=str(libs),
             started_at=time.time(),
+            sasl_port=sasl_port,
+            sasl_mechanisms=SCRAM_MECHANISMS if sasl_port is not None else (),
+            sasl_usernames=tuple(sorted(config.sasl_users)),
+            ssl_port=ssl_port,
+            ssl_cafile=None if ssl_cafile is None else str(ssl_cafile),
         )
         _write_state(config.state_file, state)
         try:
             _wait_until_ready(state, config.start_timeout_s)
+            _add_scram_users(state, config.sasl_users, config.start_timeout_s)
         except BaseException:  # a broker that never became ready (or an interrupt) is not left behind
             _terminate(pid, properties, config.stop_timeout_s)
             config.state_file.unlink(missing_ok=True)
@@ -314,19 +410,45 @@ def resolve_libs(java: str | None = None) -> Path:
         return libs
 
 
-def server_properties(config: LocalKafkaConfig, controller_port: int) -> dict[str, str]:
+def server_properties(
+    config: LocalKafkaConfig, controller_port: int, sasl_port: int | None = None, ssl_port: int | None = None
+) -> dict[str, str]:
     """The broker configuration: one combined node, replication factors of 1, and short background
-    intervals so retention and compaction act within seconds in tests."""
+    intervals so retention and compaction act within seconds in tests.
+
+    With ``sasl_port`` a SASL_PLAINTEXT listener accepts SCRAM-SHA-512 and SCRAM-SHA-256; with ``ssl_port`` an
+    SSL listener presents the certificate in ``<data_dir>/tls`` (no client certificate required).
+    """
     host, port = config.host, config.port
+    listeners = {"PLAINTEXT": port, "SASL_PLAINTEXT": sasl_port, "SSL": ssl_port}
+    client_listeners = ",".join(f"{name}://{host}:{p}" for name, p in listeners.items() if p is not None)
+    protocol_map = ",".join(f"{name}:{name}" for name, p in listeners.items() if p is not None)
+    security: dict[str, str] = {}
+    if sasl_port is not None:
+        security["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+        for mechanism in SCRAM_MECHANISMS:
+            security[f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+    if ssl_port is not None:
+        tls = config.tls_dir
+        security |= {
+            "listener.name.ssl.ssl.keystore.type": "PEM",
+            "listener.name.ssl.ssl.keystore.location": str(tls / "broker-keystore.pem"),
+            "listener.name.ssl.ssl.truststore.type": "PEM",
+            "listener.name.ssl.ssl.truststore.location": str(tls / "ca.pem"),
+            "listener.name.ssl.ssl.client.auth": "none",
+        }
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": f"{client_listeners},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": client_listeners,
         "inter.broker.listener.name": "PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{protocol_map}",
+        **security,
         "log.dirs": str(config.data_dir / _KRAFT_DIR),
         "num.network.threads": "2",
         "num.io.threads": "4",
@@ -351,12 +473,73 @@ def server_properties(config: LocalKafkaConfig, controller_port: int) -> dict[st
     }
 
 
-def _write_properties(config: LocalKafkaConfig, controller_port: int) -> Path:
+def _write_properties(
+    config: LocalKafkaConfig, controller_port: int, sasl_port: int | None, ssl_port: int | None
+) -> Path:
     path = config.data_dir / _PROPERTIES_FILE
     lines = ["# Generated by `rt-training kafka start`; rewritten at every start."]
-    lines += [f"{key}={value}" for key, value in server_properties(config, controller_port).items()]
+    properties = server_properties(config, controller_port, sasl_port, ssl_port)
+    lines += [f"{key}={value}" for key, value in properties.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _ensure_certificates(config: LocalKafkaConfig) -> Path:
+    """The SSL listener's CA and broker certificate in ``<data_dir>/tls`` (made once); returns the CA file."""
+    tls = config.tls_dir
+    ca_file, keystore = tls / "ca.pem", tls / "broker-keystore.pem"
+    if ca_file.is_file() and keystore.is_file():
+        return ca_file
+    try:
+        ca = make_certificate_authority(tls)
+        make_server_certificate(ca, tls, hosts=_certificate_hosts(config.host))
+    except CertificateError as exc:
+        raise LocalKafkaError(f"cannot make the SSL listener's certificates in {tls}: {exc}") from None
+    return ca.cert
+
+
+def _certificate_hosts(host: str) -> tuple[str, ...]:
+    names = [host, "localhost", "127.0.0.1"]
+    return tuple(dict.fromkeys(n for n in names if n not in ("0.0.0.0", "::")))
+
+
+def _add_scram_users(state: BrokerState, users: Mapping[str, str], timeout_s: float) -> None:
+    """Create or update the SCRAM credentials of ``users`` (both mechanisms) through the PLAINTEXT listener,
+    then wait until the SASL listener accepts each of them."""
+    if not users:
+        return
+    if state.sasl_port is None:
+        raise LocalKafkaError(
+            f"the broker at {state.bootstrap_servers} runs without a SASL listener; stop it "
+            f"(`rt-training kafka stop`) and start it again with the SASL users."
+        )
+    from kafka.admin import UserScramCredentialUpsertion
+
+    admin = make_admin(KafkaSettings(bootstrap_servers=state.bootstrap_servers))
+    failed: dict[str, str] = {}
+    try:
+        for mechanism in SCRAM_MECHANISMS:  # the broker takes one alteration per user and request
+            upserts = [
+                UserScramCredentialUpsertion(name, mechanism, password) for name, password in users.items()
+            ]
+            results = admin.alter_user_scram_credentials(upserts)
+            failed |= {name: f"{mechanism}: {error}" for name, error in results.items() if error}
+    finally:
+        admin.close()
+    if failed:
+        raise LocalKafkaError(f"the broker refused the SCRAM credentials of {sorted(failed)}: {failed}")
+    status = BrokerStatus("running", state.bootstrap_servers, state)
+    deadline = time.monotonic() + timeout_s
+    for name, password in users.items():
+        settings = status.sasl_settings(name, password)
+        while True:
+            try:
+                check_reachable(settings, timeout_s=2.0)
+                break
+            except KafkaConnectionProblem:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def _format_storage(java: str, libs: Path, config: LocalKafkaConfig, properties: Path) -> None:
@@ -441,7 +624,7 @@ def _answers_metadata(settings: KafkaSettings) -> bool:
 
     try:
         admin = make_admin(settings)
-    except (KafkaUnreachableError, KafkaError):
+    except (KafkaConnectionProblem, KafkaError):
         return False
     try:
         admin.describe_cluster()
