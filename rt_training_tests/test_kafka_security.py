@@ -173,3 +173,51 @@ def test_state_and_configuration_record_listeners_but_no_password(secured_broker
     for path in Path(state.data_dir).rglob("*"):
         if path.is_file() and path.suffix in (".json", ".properties", ".log", ".pem"):
             assert secured_broker.password not in path.read_text(errors="replace"), path
+
+
+def test_cli_starts_secured_listeners_and_prints_the_environment_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from rt_training.cli.main import cli
+    from rt_training.ops.kafka_local import (
+        BOOTSTRAP_ENV_VAR,
+        LocalKafkaConfig,
+        free_port,
+        read_state,
+        stop_broker,
+    )
+
+    monkeypatch.delenv(BOOTSTRAP_ENV_VAR, raising=False)
+    password = "cli-" + str(time.time_ns())
+    data_dir = tmp_path / "kafka"
+    port = free_port()
+    runner = CliRunner()
+    try:
+        args = ["kafka", "start", "--port", str(port), "--sasl-user", f"bob:{password}", "--ssl"]
+        done = runner.invoke(cli, [*args, "--data-dir", str(data_dir)])
+        assert done.exit_code == 0, done.output
+        state = read_state(data_dir / "state.json")
+        assert state is not None and state.sasl_port and state.ssl_port
+        assert f"export {BOOTSTRAP_ENV_VAR}=127.0.0.1:{state.sasl_port}" in done.output
+        assert (
+            "export KAFKA_SASL_USERNAME=bob KAFKA_SASL_PASSWORD=...  # the password given to --sasl-user"
+            in (done.output)
+        )
+        assert (
+            f"export KAFKA_SECURITY_PROTOCOL=SSL KAFKA_SSL_CAFILE={data_dir / 'tls' / 'ca.pem'}"
+            in done.output
+        )
+        assert password not in done.output
+        settings = KafkaSettings(
+            bootstrap_servers=f"127.0.0.1:{state.sasl_port}",
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-256",
+            sasl_username="bob",
+            sasl_password=password,
+        )
+        admin = make_admin(settings)
+        admin.close()
+    finally:
+        stop_broker(LocalKafkaConfig(data_dir=data_dir))
