@@ -9,6 +9,7 @@ import click
 from rt_training.cli.kafka_options import KafkaFlags, kafka_options
 from rt_training.ops.kafka_local import (
     DEFAULT_PORT,
+    BrokerState,
     BrokerStatus,
     LocalKafkaConfig,
     LocalKafkaError,
@@ -16,7 +17,7 @@ from rt_training.ops.kafka_local import (
     start_broker,
     stop_broker,
 )
-from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaSettings, KafkaUnreachableError
+from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaConnectionProblem, KafkaSettings
 
 _data_dir_option = click.option(
     "--data-dir",
@@ -35,15 +36,41 @@ def kafka() -> None:
     """
 
 
+def _parse_sasl_user(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    users = {}
+    for value in values:
+        name, sep, password = value.partition(":")
+        if not sep or not name or not password:
+            raise click.BadParameter(
+                "expected NAME:PASSWORD with both parts non-empty", param_hint="--sasl-user"
+            )
+        users[name] = password
+    return users
+
+
 @kafka.command("start")
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Client port of the broker.")
+@click.option(
+    "--sasl-user",
+    "sasl_users",
+    multiple=True,
+    metavar="NAME:PASSWORD",
+    callback=_parse_sasl_user,
+    help="Also open a SASL_PLAINTEXT listener (SCRAM-SHA-512 and SCRAM-SHA-256) with this user (repeatable).",
+)
+@click.option(
+    "--ssl",
+    "ssl",
+    is_flag=True,
+    help="Also open an SSL listener; its CA and certificate are made with openssl.",
+)
 @_data_dir_option
-def start(port: int, data_dir: Path) -> None:
+def start(port: int, sasl_users: dict[str, str], ssl: bool, data_dir: Path) -> None:
     """Start the broker unless it already runs (the first start downloads Kafka's jars with Maven)."""
-    config = LocalKafkaConfig(data_dir=data_dir.resolve(), port=port)
     try:
+        config = LocalKafkaConfig(data_dir=data_dir.resolve(), port=port, sasl_users=sasl_users, ssl=ssl)
         result = start_broker(config)
-    except LocalKafkaError as exc:
+    except (LocalKafkaError, KafkaConnectionProblem) as exc:
         raise click.ClickException(str(exc)) from None
     if result.kind == "external":
         click.echo(
@@ -63,7 +90,26 @@ def start(port: int, data_dir: Path) -> None:
                 f"  note: it listens on port {state.port}, not {port}; stop it first to change the port"
             )
     _echo_where(result)
+    if ssl and state.ssl_port is None:
+        click.echo("  note: it runs without an SSL listener; stop it first to add one")
+    _echo_secured_env(state, sorted(sasl_users))
     click.echo("  stop it with: rt-training kafka stop" + _data_dir_flag(data_dir))
+
+
+def _echo_secured_env(state: BrokerState, users: list[str]) -> None:
+    """The environment a client sets to use the SASL and SSL listeners (never a password)."""
+    if state.sasl_bootstrap_servers is not None:
+        user = users[0] if users else (state.sasl_usernames or ("NAME",))[0]
+        click.echo("  SASL_PLAINTEXT listener (SCRAM-SHA-512 or SCRAM-SHA-256); connect with:")
+        click.echo(f"    export {BOOTSTRAP_ENV_VAR}={state.sasl_bootstrap_servers}")
+        click.echo("    export KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-512")
+        click.echo(
+            f"    export KAFKA_SASL_USERNAME={user} KAFKA_SASL_PASSWORD=...  # the password given to --sasl-user"
+        )
+    if state.ssl_bootstrap_servers is not None:
+        click.echo("  SSL listener (certificate signed by a local CA); connect with:")
+        click.echo(f"    export {BOOTSTRAP_ENV_VAR}={state.ssl_bootstrap_servers}")
+        click.echo(f"    export KAFKA_SECURITY_PROTOCOL=SSL KAFKA_SSL_CAFILE={state.ssl_cafile}")
 
 
 @kafka.command("stop")
@@ -126,7 +172,7 @@ def create_topic_command(
     settings = _settings_for(data_dir, kafka_flags)
     try:
         created = create_topic(settings, name, partitions, topic_config)
-    except (KafkaUnreachableError, TopicConflictError) as exc:
+    except (KafkaConnectionProblem, TopicConflictError) as exc:
         raise click.ClickException(str(exc)) from None
     verb = "created" if created else "already exists:"
     click.echo(f"{verb} topic {name!r} with {partitions} partitions on {settings.bootstrap_servers}")
@@ -147,6 +193,12 @@ def _echo_where(result: BrokerStatus) -> None:
     click.echo(f"  bootstrap servers: {result.bootstrap_servers}")
     click.echo(f"  data dir:          {state.data_dir}")
     click.echo(f"  log file:          {state.log_file}")
+    if state.sasl_bootstrap_servers is not None:
+        click.echo(
+            f"  SASL_PLAINTEXT:    {state.sasl_bootstrap_servers} (users {', '.join(state.sasl_usernames)})"
+        )
+    if state.ssl_bootstrap_servers is not None:
+        click.echo(f"  SSL:               {state.ssl_bootstrap_servers} (CA file {state.ssl_cafile})")
 
 
 def _data_dir_flag(data_dir: Path) -> str:

@@ -127,8 +127,11 @@ def _tls_handshake(settings: KafkaSettings, server: str, host: str, sock: socket
     """Wrap ``sock`` in TLS as kafka-python would (CA file or system trust store, hostname checked)."""
     try:
         context = ssl.create_default_context(cafile=settings.ssl_cafile)
+        # Settings that predate the optional key password and hostname switch have neither.
+        context.check_hostname = getattr(settings, "ssl_check_hostname", True)
         if settings.ssl_certfile:
-            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+            password = getattr(settings, "ssl_password", None)
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile, password)
     except (OSError, ssl.SSLError) as exc:
         raise KafkaTLSError(
             settings.bootstrap_servers,
