@@ -110,7 +110,7 @@ def _wrong_protocol_cases(broker: SecuredBroker) -> dict[str, tuple[KafkaSetting
     sasl, plain = broker.sasl(), broker.plaintext
     cases = {
         "plaintext-client-on-sasl": (
-            replace(sasl, security_protocol="PLAINTEXT", sasl_mechanism=None),
+            KafkaSettings(bootstrap_servers=sasl.bootstrap_servers),
             "the listener requires SASL authentication (mechanisms SCRAM-SHA-512, SCRAM-SHA-256)",
         ),
         "sasl-client-on-plaintext": (
@@ -121,7 +121,7 @@ def _wrong_protocol_cases(broker: SecuredBroker) -> dict[str, tuple[KafkaSetting
     if broker.ssl is not None:
         cases |= {
             "plaintext-client-on-ssl": (
-                replace(broker.ssl, security_protocol="PLAINTEXT"),
+                KafkaSettings(bootstrap_servers=broker.ssl.bootstrap_servers),
                 "the listener speaks TLS",
             ),
             "sasl-client-on-ssl": (

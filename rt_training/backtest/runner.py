@@ -198,7 +198,7 @@ def run_backtest(
         The events file cannot be read.
     ValueError
         The events hold no record.
-    KafkaUnreachableError, LocalKafkaError
+    KafkaConnectionProblem, LocalKafkaError
         No broker answers at ``kafka``, or the local broker cannot start.
     """
     from rt_training.backtest.report import summarize, write_plot, write_report

@@ -85,7 +85,7 @@ def demo(
 ) -> None:
     """Run Kafka, the producer and Dagster (UI on 127.0.0.1:PORT, sensors on) until Ctrl-C."""
     from rt_training.ops import kafka_local
-    from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaUnreachableError
+    from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaConnectionProblem
 
     settings = kafka_flags.settings()
 
@@ -159,7 +159,7 @@ def demo(
                 click.echo(f"demo: {name} exited with code {p.returncode}; stopping the rest", err=True)
     except KeyboardInterrupt as exc:
         click.echo(f"\ndemo: {exc.args[0] if exc.args else 'Ctrl-C'} received")
-    except KafkaUnreachableError as exc:
+    except KafkaConnectionProblem as exc:
         click.echo(f"demo: {exc}", err=True)
     finally:
         for name, p in reversed(procs):

@@ -212,7 +212,7 @@ def _produce_synthetic(
     progress_every: float,
 ) -> None:
     from rt_training.stream.admin import TopicConflictError
-    from rt_training.stream.client import KafkaUnreachableError
+    from rt_training.stream.client import KafkaConnectionProblem
     from rt_training.stream.producer import ProduceError, ensure_topic
     from rt_training.stream.producer import produce as run_producer
 
@@ -242,7 +242,7 @@ def _produce_synthetic(
             progress=lambda p: click.echo(p.line()),
             progress_every_s=progress_every,
         )
-    except (KafkaUnreachableError, TopicConflictError, ProduceError) as exc:
+    except (KafkaConnectionProblem, TopicConflictError, ProduceError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary.line())
 
@@ -262,7 +262,7 @@ def _produce_file(
     progress_every: float,
 ) -> None:
     from rt_training.stream.admin import TopicConflictError
-    from rt_training.stream.client import KafkaUnreachableError
+    from rt_training.stream.client import KafkaConnectionProblem
     from rt_training.stream.file_producer import (
         BadLineError,
         FileProgress,
@@ -318,7 +318,7 @@ def _produce_file(
     except (
         FileSourceError,
         BadLineError,
-        KafkaUnreachableError,
+        KafkaConnectionProblem,
         TopicConflictError,
         ProduceError,
         OSError,

@@ -124,12 +124,12 @@ def build_ingest_sensor(spec: PipelineSpec, job: Any) -> dg.SensorDefinition:
         context: dg.SensorEvaluationContext, kafka: KafkaResource, lake: LakeResource
     ) -> dg.SensorResult | dg.SkipReason:
         from rt_training.ingest.batch import partition_states
-        from rt_training.stream.client import KafkaUnreachableError
+        from rt_training.stream.client import KafkaConnectionProblem
 
         cursor = SensorCursor.parse(context.cursor)
         try:
             states = partition_states(kafka.settings(), spec, lake.location())
-        except KafkaUnreachableError as exc:
+        except KafkaConnectionProblem as exc:
             raise dg.Failure(description=str(exc)) from exc
         in_flight = ingest_runs_in_flight(context.instance, spec)
         if not in_flight and any(

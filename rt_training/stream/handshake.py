@@ -124,14 +124,15 @@ class _Wire:
 
 
 def _tls_handshake(settings: KafkaSettings, server: str, host: str, sock: socket.socket) -> ssl.SSLSocket:
-    """Wrap ``sock`` in TLS as kafka-python would (CA file or system trust store, hostname checked)."""
+    """Wrap ``sock`` in TLS as kafka-python would (CA file or system trust store; the hostname checked unless
+    ``ssl_check_hostname`` is off; a client certificate whose key may be encrypted with ``ssl_password``)."""
     try:
         context = ssl.create_default_context(cafile=settings.ssl_cafile)
-        # Settings that predate the optional key password and hostname switch have neither.
-        context.check_hostname = getattr(settings, "ssl_check_hostname", True)
+        context.check_hostname = settings.ssl_check_hostname
         if settings.ssl_certfile:
-            password = getattr(settings, "ssl_password", None)
-            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile, password)
+            context.load_cert_chain(
+                settings.ssl_certfile, settings.ssl_keyfile, password=settings.ssl_password
+            )
     except (OSError, ssl.SSLError) as exc:
         raise KafkaTLSError(
             settings.bootstrap_servers,
