@@ -111,7 +111,7 @@ def _wrong_protocol_cases(broker: SecuredBroker) -> dict[str, tuple[KafkaSetting
     cases = {
         "plaintext-client-on-sasl": (
             KafkaSettings(bootstrap_servers=sasl.bootstrap_servers),
-            "the listener requires SASL authentication (mechanisms SCRAM-SHA-512, SCRAM-SHA-256)",
+            "the listener requires SASL authentication (mechanisms SCRAM-SHA-512, SCRAM-SHA-256, OAUTHBEARER)",
         ),
         "sasl-client-on-plaintext": (
             replace(sasl, bootstrap_servers=plain.bootstrap_servers),
@@ -166,7 +166,7 @@ def test_state_and_configuration_record_listeners_but_no_password(secured_broker
     assert state is not None
     recorded = json.loads(Path(state.data_dir, "state.json").read_text())
     assert recorded["sasl_port"] == state.sasl_port and recorded["sasl_usernames"] == ["alice"]
-    assert recorded["sasl_mechanisms"] == ["SCRAM-SHA-512", "SCRAM-SHA-256"]
+    assert recorded["sasl_mechanisms"] == ["SCRAM-SHA-512", "SCRAM-SHA-256", "OAUTHBEARER"]
     if secured_broker.ssl is not None:
         assert recorded["ssl_cafile"] == str(Path(state.data_dir, "tls", "ca.pem"))
         assert Path(state.data_dir, "tls", "broker.key").stat().st_mode & 0o077 == 0

@@ -9,9 +9,10 @@ or from an installed Kafka named by ``KAFKA_HOME``. Its files live in one data f
     <data dir>/state.json          pid, ports and paths of the running broker
     <data dir>/tls/                CA, broker key and certificates of the SSL listener (made once with openssl)
 
-Besides its PLAINTEXT listener the broker can open a SASL_PLAINTEXT listener (SCRAM-SHA-512 and SCRAM-SHA-256;
+Besides its PLAINTEXT listener the broker can open a SASL_PLAINTEXT listener (SCRAM-SHA-512 and SCRAM-SHA-256:
 the users' credentials are created through the admin API once it runs, so no password is written to a file or
-a command line) and an SSL listener whose certificates come from a private CA (``tls/ca.pem``, which clients
+a command line; and OAUTHBEARER with Kafka's unsecured-JWT validator, which accepts any unsigned token whose
+``sub`` and ``exp`` claims are valid: a development stand-in for a real identity provider) and an SSL listener whose certificates come from a private CA (``tls/ca.pem``, which clients
 trust). The controller and inter-broker traffic stay on PLAINTEXT listeners bound to the broker's host.
 
 ``stop`` signals only the pid recorded in ``state.json``, and only while that pid is still a Kafka process
@@ -70,6 +71,8 @@ _MAIN_CLASS = "kafka.Kafka"
 _STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
 _TLS_DIR = "tls"
 SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+OAUTHBEARER = "OAUTHBEARER"
+LOCAL_SASL_MECHANISMS = (*SCRAM_MECHANISMS, OAUTHBEARER)
 
 
 class LocalKafkaError(RuntimeError):
@@ -268,7 +271,7 @@ def start_broker(config: LocalKafkaConfig | None = None) -> BrokerStatus:
             libs_dir=str(libs),
             started_at=time.time(),
             sasl_port=sasl_port,
-            sasl_mechanisms=SCRAM_MECHANISMS if sasl_port is not None else (),
+            sasl_mechanisms=LOCAL_SASL_MECHANISMS if sasl_port is not None else (),
             sasl_usernames=tuple(sorted(config.sasl_users)),
             ssl_port=ssl_port,
             ssl_cafile=None if ssl_cafile is None else str(ssl_cafile),
@@ -416,8 +419,9 @@ def server_properties(
     """The broker configuration: one combined node, replication factors of 1, and short background
     intervals so retention and compaction act within seconds in tests.
 
-    With ``sasl_port`` a SASL_PLAINTEXT listener accepts SCRAM-SHA-512 and SCRAM-SHA-256; with ``ssl_port`` an
-    SSL listener presents the certificate in ``<data_dir>/tls`` (no client certificate required).
+    With ``sasl_port`` a SASL_PLAINTEXT listener accepts SCRAM-SHA-512, SCRAM-SHA-256 and OAUTHBEARER (unsigned
+    JWTs, checked by Kafka's default unsecured validator); with ``ssl_port`` an SSL listener presents the
+    certificate in ``<data_dir>/tls`` (no client certificate required).
     """
     host, port = config.host, config.port
     listeners = {"PLAINTEXT": port, "SASL_PLAINTEXT": sasl_port, "SSL": ssl_port}
@@ -425,11 +429,17 @@ def server_properties(
     protocol_map = ",".join(f"{name}:{name}" for name, p in listeners.items() if p is not None)
     security: dict[str, str] = {}
     if sasl_port is not None:
-        security["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+        security["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = ",".join(LOCAL_SASL_MECHANISMS)
         for mechanism in SCRAM_MECHANISMS:
             security[f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"] = (
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;"
             )
+        # The broker's own login token is never sent (brokers talk over PLAINTEXT), but the login module
+        # needs a subject to start; client tokens are checked by the default unsecured validator.
+        security["listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+            'unsecuredLoginStringClaim_sub="broker";'
+        )
     if ssl_port is not None:
         tls = config.tls_dir
         security |= {

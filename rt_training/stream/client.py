@@ -107,16 +107,28 @@ class KafkaAuthenticationError(KafkaConnectionProblem):
     """The broker refused the SASL credentials, or does not enable the configured mechanism."""
 
     def __init__(
-        self, bootstrap_servers: str, server: str, mechanism: str, username: str | None, reason: str
+        self,
+        bootstrap_servers: str,
+        server: str,
+        mechanism: str,
+        username: str | None,
+        reason: str,
+        token_provider: str | None = None,
     ):
         self.server = server
         self.mechanism = mechanism
         self.username = username
         self.reason = reason
+        if mechanism == "OAUTHBEARER":
+            who = f"SASL mechanism {mechanism} with token provider {token_provider or '(none)'}"
+            fix = (
+                "Check the token provider and the token's claims and scopes your cluster's operator requires."
+            )
+        else:
+            who = f"user {username!r} with SASL mechanism {mechanism}"
+            fix = "Check the user name, password and mechanism your cluster's operator gave you."
         super().__init__(
-            bootstrap_servers,
-            f"Kafka authentication failed at {server}: user {username!r} with SASL mechanism {mechanism}: "
-            f"{reason}. Check the user name, password and mechanism your cluster's operator gave you.",
+            bootstrap_servers, f"Kafka authentication failed at {server}: {who}: {reason}. {fix}"
         )
 
 
@@ -465,6 +477,7 @@ def translate_timeouts(settings: KafkaSettings, started: float | None = None) ->
             settings.sasl_mechanism or "(none)",
             settings.sasl_username,
             type(exc).__name__,
+            settings.sasl_oauth_token_provider,
         ) from None
     except (KafkaTimeoutError, KafkaConnectionError) as exc:
         raise KafkaUnreachableError(settings.bootstrap_servers, time.monotonic() - t0, repr(exc)) from exc

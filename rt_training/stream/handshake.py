@@ -261,7 +261,12 @@ def _authenticate(settings: KafkaSettings, server: str, host: str, wire: _Wire) 
         if settings.sasl_password:
             reason = reason.replace(settings.sasl_password, "***")
         return KafkaAuthenticationError(
-            settings.bootstrap_servers, server, mechanism_name, settings.sasl_username, reason
+            settings.bootstrap_servers,
+            server,
+            mechanism_name,
+            settings.sasl_username,
+            reason,
+            settings.sasl_oauth_token_provider,
         )
 
     try:
@@ -284,18 +289,28 @@ def _authenticate(settings: KafkaSettings, server: str, host: str, wire: _Wire) 
         )
     if error_code != 0:
         raise failed(f"the SASL handshake was refused (Kafka error code {error_code})")
+    rejection = ""
     while not mechanism.is_done():
         try:
-            body = wire.request(SASL_AUTHENTICATE, 1, _bytes(mechanism.auth_bytes()))
+            auth_bytes = mechanism.auth_bytes()
+        except Exception as exc:  # a token provider's own failure (identity service down, bad credentials)
+            raise failed(f"the client could not make its login: {type(exc).__name__}: {exc}") from None
+        try:
+            body = wire.request(SASL_AUTHENTICATE, 1, _bytes(auth_bytes))
         except _Closed:
             raise failed("the broker closed the connection during authentication") from None
         (error_code, message_length) = struct.unpack_from(">hh", body)
         offset = 4 + max(message_length, 0)
         message = body[4:offset].decode(errors="replace") if message_length > 0 else ""
         if error_code != 0:
-            raise failed(message or f"Kafka error code {error_code}")
+            raise failed(rejection or message or f"Kafka error code {error_code}")
         (token_length,) = struct.unpack_from(">i", body, offset)
         token = body[offset + 4 : offset + 4 + max(token_length, 0)]
+        if mechanism_name == "OAUTHBEARER" and token:  # the broker's error challenge (RFC 7628)
+            rejection = (
+                f"the broker rejected the token ({token.decode(errors='replace')}): it may have expired, not be "
+                "valid yet, or lack a claim or scope the broker requires"
+            )
         try:
             mechanism.receive(token)
         except (ValueError, KeyError) as exc:
