@@ -103,3 +103,11 @@ def test_a_spec_takes_durations_and_names_the_field_of_a_bad_one() -> None:
     with pytest.raises(SpecError) as err:
         parse_spec(data)
     assert err.value.errors[0][0] == "time.allowed_lateness" and "10m" in err.value.errors[0][1]
+
+
+def test_rows_up_to_reads_a_file_whose_statistic_is_rounded_down_to_the_cut(tmp_path: Path) -> None:
+    uri = str(tmp_path / "t")
+    write_deltalake(uri, times(0, 0.0006))  # statistics keep milliseconds: max.t is T0
+    table = DeltaTable(uri)
+    assert max_event_time(table, "t") == T0
+    assert rows_up_to(table, "t", T0) == 1 and rows_after(table, "t", T0) == 1

@@ -266,3 +266,27 @@ def test_a_shorter_half_life_on_drift_takes_more_recent_rows(tmp_path: Path) -> 
     # Weight 2^(-age / half-life), ages from the cut: the last 10 min of the 170 min offered hold 47% of the
     # sample with the 10 min half-life, 12% with 1 h (measured; a uniform sample would hold 6%).
     assert shares["drift"] > 0.4 and shares["spec"] < 0.2
+
+
+def test_microsecond_event_times_beside_a_cut_are_offered_once(tmp_path: Path) -> None:
+    """Delta's statistics keep milliseconds, rounded down: a file whose newest row is 0.6 ms after the previous cut
+    has a statistic equal to that cut, and must still be read (its newest row was not offered then)."""
+    spec, lake = make_spec(class_balance=None, importance=False), LakeLocation(str(tmp_path))
+    newest = T0 + dt.timedelta(microseconds=600)
+    first = silver_batch(spec, 100, seed=1, start_offset=0, events_end=newest + dt.timedelta(seconds=1))
+    append(spec, lake, first)
+    # One event whose millisecond is HOLDOUT after the first batch's newest one: the cut lands in that millisecond.
+    later = newest + dt.timedelta(seconds=HOLDOUT, microseconds=100)
+    append(
+        spec,
+        lake,
+        silver_batch(spec, 1, seed=2, start_offset=100, events_end=later + dt.timedelta(seconds=1)),
+    )
+    run_1 = update_training_set(spec, lake)
+    assert run_1.cut == T0 and run_1.rows_offered == 99  # the newest row (T0 + 0.6 ms) is after the cut
+    append(
+        spec, lake, silver_batch(spec, 1, seed=3, start_offset=101, events_end=later + dt.timedelta(hours=2))
+    )
+    run_2 = update_training_set(spec, lake)
+    assert run_2.rows_offered == 2  # the first batch's newest row and the second batch's
+    assert run_1.rows_offered + run_2.rows_offered == 101

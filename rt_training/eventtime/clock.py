@@ -41,6 +41,11 @@ if TYPE_CHECKING:
     from rt_training.spec.models import PipelineSpec
 
 _TS = pa.timestamp("us", tz="UTC")
+STATS_RESOLUTION = dt.timedelta(milliseconds=1)
+"""Delta's column statistics keep timestamps to the millisecond, rounded down: a file's true highest time may be
+up to this much (less a microsecond) above its ``max`` statistic. Code that decides from statistics alone that a
+file lies wholly at or before a bound adds it; the watermark itself uses the rounded-down value, which only errs
+towards holding a row back for one more run."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ def rows_up_to(silver: DeltaTable, time_field: str, cut: dt.datetime) -> int:
         first, last = _as_utc(first), _as_utc(last)
         if first is None or last is None:
             straddling.append(path)
-        elif last <= cut:
+        elif last + STATS_RESOLUTION <= cut:
             total += int(count)
         elif first <= cut:
             straddling.append(path)

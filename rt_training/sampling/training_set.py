@@ -322,8 +322,12 @@ def _candidate_files(
 
     A file is skipped when every row in it has event time after the cut, or when every row in it has event time up
     to the previous cut and an offset below every partition's previous committed offset (all offered before).
-    A file without statistics is always read.
+    A file without statistics is always read. Delta statistics keep timestamps to the millisecond, rounded down, so
+    a file's true highest time may be up to :data:`~rt_training.eventtime.clock.STATS_RESOLUTION` above its
+    statistic: a file is taken as all offered only when even that is up to the previous cut.
     """
+    from rt_training.eventtime.clock import STATS_RESOLUTION
+
     actions = pa.table(table.get_add_actions(flatten=True))
 
     def column(name: str) -> list[Any]:
@@ -342,7 +346,13 @@ def _candidate_files(
     ):
         if first is not None and first > cut:
             continue
-        if previous is None or last is None or top is None or last > previous.cut or top >= lowest_offset:
+        if (
+            previous is None
+            or last is None
+            or top is None
+            or last + STATS_RESOLUTION > previous.cut
+            or top >= lowest_offset
+        ):
             keep.append(path)
     return keep
 
