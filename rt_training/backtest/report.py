@@ -131,7 +131,7 @@ def write_plot(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -
 
 def plot_html(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     """The page: a title, the SVG, and a legend of the marks."""
-    width, height, left, right, top, bottom = 900, 420, 60, 20, 20, 60
+    width, height, left, right, top, bottom = 900, 420, 60, 45, 20, 60
     values = [r[k] for r in rows for k, _, _ in CURVES if r[k] is not None]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if high - low < 1e-9:
