@@ -55,6 +55,16 @@ def test_deep_nesting_in_a_field_of_the_wrong_type_is_unparseable_too() -> None:
     ]
 
 
+def test_an_oversized_record_with_non_ascii_bytes_beside_invalid_utf8_keeps_its_reason() -> None:
+    # the oversized record is masked to null but its bytes stay in the buffer the UTF-8 check scans
+    table = bronze([b"\xc3\xa9" * 10_000, b"\xff", event()])
+    prepared = _prepare(table, DEMO, None)  # the vectorized path itself, without the bisection guard
+    assert prepared.verdicts.reasons(prepared.verdicts.code.nonzero()[0]) == ["oversized", "not_utf8"]
+    result = clean_batch(table, DEMO)
+    assert result.dead_letters.column("reason").to_pylist() == ["oversized", "not_utf8"]
+    assert result.silver.column("_offset").to_pylist() == [2]
+
+
 class Opaque:
     """A value a plugged-in parser hands over that validation cannot describe: showing it raises."""
 

@@ -83,8 +83,11 @@ def invalid_utf8(values: pa.BinaryArray, raw: Sequence[bytes | None]) -> dict[in
     candidates = np.unique(np.searchsorted(offsets, high, side="right") - 1)
     errors = {}
     for row in candidates.tolist():
+        value = raw[row]
+        if value is None:  # masked out (oversized): its bytes stay in the buffer but are never decoded
+            continue
         try:
-            raw[row].decode("utf-8")
+            value.decode("utf-8")
         except UnicodeDecodeError as exc:
             errors[row] = f"value is not valid UTF-8: {exc.reason} at byte {exc.start}"
     return errors
