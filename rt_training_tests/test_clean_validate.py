@@ -115,6 +115,7 @@ def test_precedence_order_is_documented_order() -> None:
         "not_utf8",
         "malformed_json",
         "not_an_object",
+        "unparseable",
         "missing_field",
         "wrong_type",
         "not_finite",

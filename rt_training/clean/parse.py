@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rt_training.clean.reasons import Reason
+from rt_training.clean.reasons import Reason, unparseable_detail
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,11 @@ def invalid_utf8(values: pa.BinaryArray, raw: Sequence[bytes | None]) -> dict[in
     candidates = np.unique(np.searchsorted(offsets, high, side="right") - 1)
     errors = {}
     for row in candidates.tolist():
+        value = raw[row]
+        if value is None:  # masked out (oversized): its bytes stay in the buffer but are never decoded
+            continue
         try:
-            raw[row].decode("utf-8")
+            value.decode("utf-8")
         except UnicodeDecodeError as exc:
             errors[row] = f"value is not valid UTF-8: {exc.reason} at byte {exc.start}"
     return errors
@@ -111,8 +114,10 @@ def decode_strict(raw: bytes | None) -> tuple[dict[str, Any] | None, Reason | No
         doc = json.loads(raw.decode("utf-8"))
     except json.JSONDecodeError as exc:
         return None, Reason.MALFORMED_JSON, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         return None, Reason.MALFORMED_JSON, f"invalid JSON: {exc}"
+    except RecursionError as exc:
+        return None, Reason.UNPARSEABLE, unparseable_detail(exc)
     if not isinstance(doc, dict):
         return None, Reason.NOT_AN_OBJECT, f"expected a JSON object, got {_json_type(doc)}"
     if _has_lone_surrogate(doc):
@@ -185,12 +190,21 @@ class JsonParser:
                 if i not in errors:
                     loose[i] = True
                     records[i] = self._untyped(i, value, errors)
+            except Exception as exc:  # any other failure is the record's, never the batch's
+                errors.setdefault(i, (Reason.UNPARSEABLE, unparseable_detail(exc)))
         for row in errors:
             records[row] = empty
         columns = {name: list(map(getter, records)) for name, getter in self._getters.items()}
         return ParsedBatch(columns=columns, errors=errors, loose=loose if self._decode_typed else None)
 
     def _untyped(self, row: int, value: bytes | None, errors: dict[int, tuple[Reason, str]]) -> Any:
+        try:
+            return self._lenient(row, value, errors)
+        except Exception as exc:  # any other failure is the record's, never the batch's
+            errors[row] = (Reason.UNPARSEABLE, unparseable_detail(exc))
+            return self._empty
+
+    def _lenient(self, row: int, value: bytes | None, errors: dict[int, tuple[Reason, str]]) -> Any:
         if self._decode_typed is not None:
             try:
                 return self._decode_any(value)

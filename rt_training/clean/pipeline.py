@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from rt_training.clean.dedupe import SeenIds, find_duplicates
 from rt_training.clean.features import build_features
 from rt_training.clean.parse import JsonParser, ParsedBatch, Parser, oversized_mask
-from rt_training.clean.reasons import Reason, Verdicts
+from rt_training.clean.reasons import CleaningSetupError, Reason, Verdicts, unparseable_detail
 from rt_training.clean.schemas import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA, META_SOURCES, silver_schema
 from rt_training.clean.validate import validate_fields
 from rt_training.spec.models import PipelineSpec
@@ -131,13 +131,97 @@ def clean_batch(
     )
 
 
+class ParserContractError(CleaningSetupError):
+    """A plugged-in parser broke the :class:`~rt_training.clean.parse.Parser` contract: a fault of the code, not
+    of any record, so it fails the batch instead of dead-lettering it."""
+
+
 def prepare_batch(bronze: pa.Table, spec: PipelineSpec, *, parser: Parser | None = None) -> PreparedBatch:
     """The costly part of cleaning, which needs no duplicate history: sizes, parsing, validation, features.
 
     A micro-batch that waits for the batch before it to commit (whose rows its duplicate history must hold)
     does this first, while it waits; ``parser`` as for :func:`clean_batch`.
+
+    No record can fail the batch: when the vectorized path raises (a record the per-record guards of the parser
+    did not catch, tripping validation or a feature), the batch is bisected, halves prepared again down to
+    single records, and each record that still raises alone is dead-lettered as ``unparseable`` with the
+    exception's class and message. A normal batch pays nothing for this. Raises
+    :class:`~rt_training.clean.reasons.CleaningSetupError` (such as :class:`ParserContractError`) for a fault of
+    the spec or of a plugged-in parser, and re-raises the batch's exception
+    when every record of a batch of several raises alone (a fault of the spec or the code, not of the data).
     """
     bronze = _conform(bronze)
+    try:
+        return _prepare(bronze, spec, parser)
+    except CleaningSetupError:
+        raise
+    except Exception as exc:
+        pieces = _bisect(bronze, spec, parser, 0, bronze.num_rows)
+        if bronze.num_rows > 1 and all(isinstance(piece, Exception) for _, _, piece in pieces):
+            exc.add_note(
+                f"every one of the {bronze.num_rows} records of the batch raises this alone: a fault of the "
+                "spec or of the cleaning code, not of one record; fix it and run the batch again"
+            )
+            raise
+        return _assemble(bronze, spec, pieces)
+
+
+_Piece = tuple[int, int, "PreparedBatch | Exception"]
+"""Rows ``start:stop`` of a batch, prepared, or the exception that a single record among them raised."""
+
+
+def _bisect(
+    bronze: pa.Table, spec: PipelineSpec, parser: Parser | None, start: int, stop: int
+) -> list[_Piece]:
+    """Prepare rows ``start:stop`` (known to raise together when more than one), splitting in halves until the
+    records that raise alone are found; pieces in row order."""
+    if stop - start == 1:
+        try:
+            return [(start, stop, _prepare(bronze.slice(start, 1), spec, parser))]
+        except CleaningSetupError:
+            raise
+        except Exception as exc:
+            return [(start, stop, exc)]
+    pieces = []
+    middle = (start + stop) // 2
+    for lo, hi in ((start, middle), (middle, stop)):
+        try:
+            pieces.append((lo, hi, _prepare(bronze.slice(lo, hi - lo), spec, parser)))
+        except CleaningSetupError:
+            raise
+        except Exception:
+            pieces.extend(_bisect(bronze, spec, parser, lo, hi))
+    return pieces
+
+
+def _assemble(bronze: pa.Table, spec: PipelineSpec, pieces: list[_Piece]) -> PreparedBatch:
+    """One prepared batch from its bisected pieces; the records that raised alone are ``unparseable``."""
+    verdicts = Verdicts(bronze.num_rows)
+    types = silver_schema(spec)
+    names = list(spec.schema_.fields)
+    feature_names = types.names[len(META_SOURCES) + len(names) :]
+    parts: dict[str, list[pa.Array]] = {name: [] for name in (*names, *feature_names)}
+    for start, stop, piece in pieces:
+        if isinstance(piece, Exception):
+            verdicts.reject_rows(np.array([start]), Reason.UNPARSEABLE, [unparseable_detail(piece)])
+            for name, arrays in parts.items():
+                arrays.append(pa.nulls(1, types.field(name).type))
+            continue
+        verdicts.code[start:stop] = piece.verdicts.code
+        verdicts.detail[start:stop] = piece.verdicts.detail
+        for name, arrays in parts.items():
+            arrays.append(_array(piece.columns[name] if name in piece.columns else piece.features[name]))
+    columns = {name: pa.concat_arrays(parts[name]) for name in names}
+    features = {name: pa.concat_arrays(parts[name]) for name in feature_names}
+    return PreparedBatch(bronze=bronze, spec=spec, verdicts=verdicts, columns=columns, features=features)
+
+
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _prepare(bronze: pa.Table, spec: PipelineSpec, parser: Parser | None) -> PreparedBatch:
+    """:func:`prepare_batch` of a conformed batch, without its guard."""
     n = bronze.num_rows
     verdicts = Verdicts(n)
     value_column = bronze.column("value")
@@ -273,7 +357,7 @@ def _check_parsed(parsed: ParsedBatch, spec: PipelineSpec, n: int, parser: Parse
     for name in spec.schema_.fields:
         got = len(parsed.columns.get(name, ()))
         if got != n:
-            raise ValueError(
+            raise ParserContractError(
                 f"parser {type(parser).__name__} returned {got} values for field {name!r} of a batch of {n} "
                 "records; a parser must return one value (None when absent) per record for every schema field"
             )

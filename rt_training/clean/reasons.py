@@ -2,11 +2,13 @@
 
 A record with several defects is dead-lettered once, with the reason that comes first in :data:`PRECEDENCE`
 (and, within one reason, the field that comes first in the spec). The order follows the pipeline: a record is
-first bytes (``oversized``, ``not_utf8``), then a document (``malformed_json``, ``not_an_object``), then a set
-of fields checked against the schema (``missing_field`` ... ``not_allowed``), then an event too far below the
-pipeline's watermark (``too_late``, only with ``time.max_lateness`` set), and last a duplicate of a record that is
-kept (``duplicate_id``): a record that fails validation or comes too late never counts as the first occurrence of
-an id.
+first bytes (``oversized``, ``not_utf8``), then a document (``malformed_json``, ``not_an_object``), then a
+document the cleaning code raised on (``unparseable``: any exception while decoding, validating or featurizing
+it, such as a ``RecursionError`` from thousands of nested arrays; see :func:`unparseable_detail`), then a set of
+fields checked against the schema (``missing_field`` ... ``not_allowed``), then an event too far below the
+pipeline's watermark (``too_late``, only with ``time.max_lateness`` set), and last a duplicate of a record that
+is kept (``duplicate_id``): a record that fails validation or comes too late never counts as the first
+occurrence of an id.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Reason(StrEnum):
     NOT_UTF8 = "not_utf8"
     MALFORMED_JSON = "malformed_json"
     NOT_AN_OBJECT = "not_an_object"
+    UNPARSEABLE = "unparseable"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
     NOT_FINITE = "not_finite"
@@ -35,6 +38,24 @@ class Reason(StrEnum):
 
 PRECEDENCE: tuple[Reason, ...] = tuple(Reason)
 """Reasons in the order they are checked; a record gets the first one that applies."""
+
+
+class CleaningSetupError(ValueError):
+    """A fault of the spec or of a plugged-in component, not of any record (an invalid default, a parser breaking
+    its contract): it fails the batch, as dead-lettering records would hide it."""
+
+
+_DETAIL_CHARS = 200
+
+
+def unparseable_detail(exc: BaseException) -> str:
+    """The ``unparseable`` detail of a record the cleaning code raised ``exc`` on: the exception's class, then its
+    message (cut to 200 characters, as a message may quote the record)."""
+    message = str(exc)
+    if len(message) > _DETAIL_CHARS:
+        message = message[:_DETAIL_CHARS] + "..."
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
 
 _CODE = {reason: i + 1 for i, reason in enumerate(PRECEDENCE)}
 _NAMES = np.array([None, *(r.value for r in PRECEDENCE)], dtype=object)

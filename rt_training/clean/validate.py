@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rt_training.clean.reasons import Reason, Verdicts
+from rt_training.clean.reasons import CleaningSetupError, Reason, Verdicts
 from rt_training.clean.timestamps import MAX_US, MIN_US, UTC_US, parse_iso8601
 from rt_training.clean.values import (
     BIGINT,
@@ -127,7 +127,7 @@ def default_value(name: str, spec: FieldSpec) -> pa.Scalar:
     for check in result.checks:
         if check.mask[0]:
             detail = next(iter(check.describe(np.array([0]))))
-            raise ValueError(
+            raise CleaningSetupError(
                 f"schema.fields.{name}.default {spec.default!r} is not a valid {spec.type} value ({detail}); fix the spec"
             )
     return result.array[0]
