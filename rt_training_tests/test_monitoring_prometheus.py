@@ -316,6 +316,7 @@ def test_prometheus_scrapes_the_exporter(spec: PipelineSpec, tmp_path: Path) -> 
                     "not_utf8",
                     "oversized",
                     "not_an_object",
+                    "unparseable",
                     "wrong_type",
                     "not_finite",
                     "out_of_range",
