@@ -129,3 +129,22 @@ def test_live_broker_that_sends_nothing_is_a_stall_within_15s(
     print(f"\nlive broker, no data -> {type(err.value).__name__} after {waited:.1f}s")
     assert DEFAULT_STALL_TIMEOUT_S <= err.value.waited_s < DETECT_WITHIN_S
     assert waited < DETECT_WITHIN_S
+
+
+def test_micro_batch_with_its_broker_killed_fails_within_15s(
+    broker, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """The same through the micro-batch the ingest job runs, with its default stall timeout."""
+    from rt_training.ingest.batch import LakeLocation, run_micro_batch
+    from rt_training.stream.planner import OffsetRange
+    from rt_training_tests.ingest_support import spec_for
+
+    config, settings, topic = broker
+    spec = spec_for(topic, partitions=1)
+    lake = LakeLocation(str(tmp_path / "lake"))
+    killed = _signal_after_plan(monkeypatch, config, signal.SIGKILL)
+    with pytest.raises(ReadStalledError, match=r"is unreachable \(the broker stopped\?\)"):
+        run_micro_batch(settings, spec, lake, [OffsetRange(topic, 0, 0, RECORDS)], "killed-broker")
+    waited = time.monotonic() - killed[0]
+    print(f"\nmicro-batch, broker SIGKILL -> ReadStalledError after {waited:.1f}s")
+    assert waited < DETECT_WITHIN_S
