@@ -298,7 +298,7 @@ def run_micro_batch(
     ranges: Sequence[OffsetRange],
     run_id: str,
     *,
-    stall_timeout_s: float = 30.0,
+    stall_timeout_s: float = 12.0,
     on_phase: Callable[[str], None] | None = None,
     wait_for_turn: Callable[[], str | None] | None = None,
     turn_timeout_s: float = 600.0,

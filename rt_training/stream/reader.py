@@ -6,6 +6,12 @@ transaction leaves a marker offset that carries no record, so a range may hold f
 none at all (a range of markers only is valid and yields no rows). Records at or past ``end`` that arrive in the
 same fetch belong to the next range and are dropped.
 
+Broker loss: kafka-python reconnects silently, for ever, so a read whose broker died would only end at the
+stall timeout. Instead, once no partition has moved for a few seconds the reader probes the bootstrap servers
+(:func:`~rt_training.stream.client.check_reachable`); when none answers, :class:`ReadStalledError` says so at once
+(a few seconds after the broker's death), and a broker that answers but refuses the credentials raises the
+probe's authentication or TLS error. A live broker that sends nothing is a stall after ``stall_timeout_s``.
+
 Data loss: a range that starts below the partition's earliest offset lost records to retention before they were
 read. By default that raises :class:`DataLossError`; with ``on_data_loss="skip"`` the reader continues from the
 earliest offset and returns the gap (:class:`DataGap`) for the caller to record in the commit.
@@ -23,7 +29,13 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from rt_training.lake.tables import BRONZE_SCHEMA, RECORD_SCHEMA
-from rt_training.stream.client import KafkaSettings, check_reachable, make_consumer, translate_timeouts
+from rt_training.stream.client import (
+    KafkaSettings,
+    KafkaUnreachableError,
+    check_reachable,
+    make_consumer,
+    translate_timeouts,
+)
 from rt_training.stream.offsets import OffsetBounds, read_bounds
 from rt_training.stream.planner import OffsetRange
 
@@ -41,6 +53,12 @@ CONSUMER_OPTIONS: Mapping[str, Any] = {
 _POLL_MS = 500
 _MIN_POLL_RECORDS = 500
 """Floor of a poll's ``max_records`` (see :func:`_consume`)."""
+DEFAULT_STALL_TIMEOUT_S = 12.0
+"""No progress for this long, although a broker answers, is a stall."""
+_PROBE_AFTER_S = 3.0
+"""No progress for this long probes the bootstrap servers, and again this long after each probe that answered."""
+_PROBE_TIMEOUT_S = 3.0
+"""How long a probe waits for some bootstrap server to answer."""
 
 
 class DataLossError(RuntimeError):
@@ -186,7 +204,7 @@ def read_ranges(
     ranges: Sequence[OffsetRange],
     *,
     on_data_loss: OnDataLoss = "fail",
-    stall_timeout_s: float = 30.0,
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     run_id: str | None = None,
     ingested_at: datetime | None = None,
     consumer_options: Mapping[str, Any] | None = None,
@@ -201,7 +219,9 @@ def read_ranges(
         ``"fail"``: a range starting below the partition's earliest offset raises :class:`DataLossError`.
         ``"skip"``: read from the earliest offset and report the lost offsets in ``ReadResult.gaps``.
     stall_timeout_s
-        A partition whose position does not move for this long raises :class:`ReadStalledError`.
+        No partition's position moving for this long, although a broker answers, raises
+        :class:`ReadStalledError`; when no broker answers (probed after a few seconds without progress) it is
+        raised at once.
     run_id, ingested_at
         With ``run_id``, the table has bronze's columns (``ingested_at`` defaults to now); without, the six
         record columns only.
@@ -210,6 +230,8 @@ def read_ranges(
     ------
     DataLossError, ReadStalledError, OffsetRangeError
         As above; OffsetRangeError when a range ends beyond the partition's end offset.
+    KafkaAuthenticationError, KafkaTLSError, KafkaProtocolMismatchError
+        Reading stopped and the probe's answer was a refusal (credentials revoked, certificate changed).
     UnknownTopicError
         The topic or partition does not exist.
     KafkaUnreachableError
@@ -320,7 +342,7 @@ def _consume(
     consumer.assign(sorted(active))
     for tp in active:
         consumer.seek(tp, tps[tp].position)
-    last_progress = time.monotonic()
+    last_progress = last_probe = time.monotonic()
     position_timeout_ms = int(settings.request_timeout_s * 1000)
     while active:
         # A fetch returns up to max_partition_fetch_bytes per partition, often far past a range's end (a live
@@ -352,24 +374,38 @@ def _consume(
         now = time.monotonic()
         if progressed:
             last_progress = now
-        elif active and now - last_progress > stall_timeout_s:
-            tp = min(active)
-            part = tps[tp]
-            try:
-                check_reachable(settings, timeout_s=2.0)
-                reachable = True
-            except ConnectionError:
-                reachable = False
-            raise ReadStalledError(
-                tp.topic,
-                tp.partition,
-                part.position,
-                part.range.end,
-                now - last_progress,
-                settings.bootstrap_servers,
-                reachable,
-            )
+            continue
+        if not active:
+            break
+        stalled = now - last_progress > stall_timeout_s
+        if stalled or min(now - last_progress, now - last_probe) >= _PROBE_AFTER_S:
+            reachable = _answers(settings)
+            last_probe = time.monotonic()
+            if stalled or not reachable:
+                tp = min(active)
+                part = tps[tp]
+                raise ReadStalledError(
+                    tp.topic,
+                    tp.partition,
+                    part.position,
+                    part.range.end,
+                    last_probe - last_progress,
+                    settings.bootstrap_servers,
+                    reachable,
+                )
     return past_end
+
+
+def _answers(settings: KafkaSettings) -> bool:
+    """Whether some bootstrap server completes a connection within a few seconds.
+
+    A refusal (authentication, TLS, protocol) raises its own error: retrying cannot make progress.
+    """
+    try:
+        check_reachable(settings, timeout_s=_PROBE_TIMEOUT_S)
+    except KafkaUnreachableError:
+        return False
+    return True
 
 
 def _recover_out_of_range(
