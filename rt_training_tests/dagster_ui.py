@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rt_training.cli.demo import TICK_TIMEOUT_ENV
 from rt_training_tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +109,7 @@ def dagster_dev(home: Path, port: int, env: Mapping[str, str], log: Path) -> Ite
     never raising from that cleanup."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+    full_env = {**TICK_TIMEOUT_ENV, **os.environ, **env, "DAGSTER_HOME": str(home)}
     dagster = Path(sys.executable).parent / "dagster"
     with log.open("w") as out:
         proc = subprocess.Popen(

@@ -29,6 +29,13 @@ from rt_training.spec import SPEC_ENV_VAR
 
 # Runs get this long to stop on their own after a cancel request; what is still running is then marked canceled.
 CANCEL_WAIT_S = 8.0
+# Dagster gives a sensor or schedule tick 60 s to answer; while the code location still imports its libraries on a
+# busy machine the first ticks take longer and the daemon logs "Unable to reach the user code server" tracebacks.
+# Users can set these variables themselves; the demo only raises the defaults.
+TICK_TIMEOUT_ENV = {
+    "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "180",
+    "DAGSTER_SCHEDULE_GRPC_TIMEOUT_SECONDS": "180",
+}
 IN_FLIGHT = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
 IN_FLIGHT_QUERY = """query($statuses: [RunStatus!]) { runsOrError(filter: {statuses: $statuses}) {
     ... on Runs { results { runId status } } } }"""
@@ -162,6 +169,8 @@ def demo(
     shutil.copyfile(root / "dagster.yaml", dagster_home / "dagster.yaml")
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home))
     env.setdefault("RT_TRAINING_LAKE", str(root / ".data" / "lake"))
+    for name, value in TICK_TIMEOUT_ENV.items():
+        env.setdefault(name, value)
     if spec_path:
         env[SPEC_ENV_VAR] = str(Path(spec_path).resolve())
 
