@@ -101,31 +101,37 @@ def test_stream_to_champion_to_drift_to_retraining(kafka_broker, tmp_path: Path)
         "--bad-ratio", "0.01", "--seed", "21", "--bootstrap-servers", kafka_broker.bootstrap_servers,
     ]  # fmt: skip
     port = free_port()
-    with dagster_dev(tmp_path / "dagster_home", port, env, tmp_path / "dagster.log") as ui:
-        producer = subprocess.Popen(producer_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        try:
-            first_ingest = wait_for(
-                "successful ingest run",
-                lambda u: [r for r in u.runs("ingest_job") if r["status"] == "SUCCESS"],
-                180,
-                ui,
-            )[0]
-            training_sets = wait_for("training set", lambda u: u.materializations("training_set"), 300, ui)
-            champion = wait_for("promotion", promoted, 420, ui)[0]
-            drift = wait_for("drift report with dataset drift", drifted, 420, ui)[0]
-            retraining = wait_for("retraining run", retraining_runs, 240, ui)[0]
-        finally:
-            stop_process(producer, "rt-training produce", timeout_s=15)
-        # In that order.
-        assert first_ingest["endTime"] <= training_sets[0]["timestamp"] <= champion["timestamp"]
-        assert champion["timestamp"] <= drift["timestamp"] <= retraining["creationTime"]
-        tags = {t["key"]: t["value"] for t in retraining["tags"]}
-        assert "dataset drift" in tags["rt_training/trigger_reason"]
-        assert tags["rt_training/drift_report"]
-        assert drift["metadata"]["drift_share"] >= loop_spec(topic)["drift"]["drift_share"]
-        # The pages a person looks at (the first-visit newsletter dialog dismissed, as a person would).
-        ui.graphql("mutation { setNuxSeen }")
-        screenshot(f"{ui.url}/asset-groups", ARTIFACTS / "asset_graph.png")
-        screenshot(f"{ui.url}/assets/drift_report", ARTIFACTS / "drift_report.png")
-        for name in ("asset_graph.png", "drift_report.png"):
-            assert (ARTIFACTS / name).stat().st_size > 10_000, name
+    # The producer first: it creates the topic, which the offsets sensor's first tick expects.
+    producer = subprocess.Popen(producer_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        with dagster_dev(tmp_path / "dagster_home", port, env, tmp_path / "dagster.log") as ui:
+            try:
+                first_ingest = wait_for(
+                    "successful ingest run",
+                    lambda u: [r for r in u.runs("ingest_job") if r["status"] == "SUCCESS"],
+                    180,
+                    ui,
+                )[0]
+                training_sets = wait_for(
+                    "training set", lambda u: u.materializations("training_set"), 300, ui
+                )
+                champion = wait_for("promotion", promoted, 420, ui)[0]
+                drift = wait_for("drift report with dataset drift", drifted, 420, ui)[0]
+                retraining = wait_for("retraining run", retraining_runs, 240, ui)[0]
+            finally:
+                stop_process(producer, "rt-training produce", timeout_s=15)
+            # In that order.
+            assert first_ingest["endTime"] <= training_sets[0]["timestamp"] <= champion["timestamp"]
+            assert champion["timestamp"] <= drift["timestamp"] <= retraining["creationTime"]
+            tags = {t["key"]: t["value"] for t in retraining["tags"]}
+            assert "dataset drift" in tags["rt_training/trigger_reason"]
+            assert tags["rt_training/drift_report"]
+            assert drift["metadata"]["drift_share"] >= loop_spec(topic)["drift"]["drift_share"]
+            # The pages a person looks at (the first-visit newsletter dialog dismissed, as a person would).
+            ui.graphql("mutation { setNuxSeen }")
+            screenshot(f"{ui.url}/asset-groups", ARTIFACTS / "asset_graph.png")
+            screenshot(f"{ui.url}/assets/drift_report", ARTIFACTS / "drift_report.png")
+            for name in ("asset_graph.png", "drift_report.png"):
+                assert (ARTIFACTS / name).stat().st_size > 10_000, name
+    finally:
+        stop_process(producer, "rt-training produce", timeout_s=15)  # when dagster dev did not start
