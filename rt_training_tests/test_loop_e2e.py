@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rt_training.cli.demo import cancel_runs_in_flight
 from rt_training.ops.kafka_local import free_port
 from rt_training.spec import load_spec
 from rt_training_tests.dagster_ui import DagsterUI, dagster_dev, screenshot
@@ -120,6 +121,15 @@ def test_stream_to_champion_to_drift_to_retraining(kafka_broker, tmp_path: Path)
                 retraining = wait_for("retraining run", retraining_runs, 240, ui)[0]
             finally:
                 stop_process(producer, "rt-training produce", timeout_s=15)
+            # What the demo does on Ctrl-C: runs in flight (the retraining run, just launched, unless it finished
+            # already) end canceled rather than failed.
+            canceled = cancel_runs_in_flight(ui.url)
+            statuses = {r["runId"]: r["status"] for r in ui.recent_runs(100)}
+            assert all(statuses[r] == "CANCELED" for r in canceled), statuses
+            retraining_id = retraining["runId"]
+            assert statuses[retraining_id] == ("CANCELED" if retraining_id in canceled else "SUCCESS"), (
+                statuses
+            )
             # In that order.
             assert first_ingest["endTime"] <= training_sets[0]["timestamp"] <= champion["timestamp"]
             assert champion["timestamp"] <= drift["timestamp"] <= retraining["creationTime"]

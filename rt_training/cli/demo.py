@@ -78,7 +78,7 @@ def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
     return payload["data"]
 
 
-def _in_flight(url: str) -> dict[str, str]:
+def runs_in_flight(url: str) -> dict[str, str]:
     """Run id -> status of the runs not yet finished."""
     data = _graphql(url, IN_FLIGHT_QUERY, {"statuses": IN_FLIGHT})
     return {r["runId"]: r["status"] for r in data["runsOrError"]["results"]}
@@ -88,24 +88,26 @@ def _terminate(url: str, run_ids: list[str], policy: str) -> None:
     _graphql(url, TERMINATE_MUTATION, {"ids": run_ids, "policy": policy})
 
 
-def _cancel_runs(url: str) -> None:
-    """Ask the webserver at ``url`` to cancel every run in flight, wait up to :data:`CANCEL_WAIT_S` for them to
-    stop, and mark those still going as canceled. Best effort: a webserver that does not answer is reported and
-    the demo stops anyway."""
+def cancel_runs_in_flight(url: str) -> set[str]:
+    """Ask the webserver at ``url`` to cancel every run in flight (and any a sensor launches meanwhile), wait up
+    to :data:`CANCEL_WAIT_S` for them to stop, and mark those still going as canceled; returns the ids of the
+    runs it canceled. Best effort: a webserver that does not answer is reported and the demo stops anyway."""
+    asked: set[str] = set()
     try:
-        runs = _in_flight(url)
-        if not runs:
-            return
-        click.echo(f"demo: canceling {len(runs)} run(s) in flight")
-        asked = [r for r, status in runs.items() if status != "CANCELING"]
-        if asked:
-            _terminate(url, asked, "SAFE_TERMINATE")
+        runs = runs_in_flight(url)
+        if runs:
+            click.echo(f"demo: canceling {len(runs)} run(s) in flight")
         deadline = time.monotonic() + CANCEL_WAIT_S
         while runs and time.monotonic() < deadline:
+            new = [r for r, status in runs.items() if r not in asked and status != "CANCELING"]
+            if new:
+                _terminate(url, new, "SAFE_TERMINATE")
+            asked |= set(runs)
             time.sleep(0.5)
-            runs = _in_flight(url)
+            runs = runs_in_flight(url)
         if runs:
             _terminate(url, list(runs), "MARK_AS_CANCELED_IMMEDIATELY")
+            asked |= set(runs)
             click.echo(
                 f"demo: marked {len(runs)} run(s) canceled that had not stopped within {CANCEL_WAIT_S:g}s"
             )
@@ -113,6 +115,7 @@ def _cancel_runs(url: str) -> None:
         click.echo(
             f"demo: could not cancel the runs in flight through {url} ({exc!r}); stopping anyway", err=True
         )
+    return asked
 
 
 @click.command()
@@ -234,7 +237,7 @@ def demo(
         click.echo(f"demo: {exc}", err=True)
     finally:
         if any(name == "dagster dev" and p.poll() is None for name, p in procs):
-            _cancel_runs(f"http://127.0.0.1:{port}")
+            cancel_runs_in_flight(f"http://127.0.0.1:{port}")
         for name, p in reversed(procs):
             _stop(p, name)
         if started_kafka:
