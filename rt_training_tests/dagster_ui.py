@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rt_training.cli.demo import TICK_TIMEOUT_ENV
+from rt_training_tests.processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,6 +46,24 @@ class DagsterUI:
             {"job": job},
         )
         return sorted(data["runsOrError"]["results"], key=lambda r: r["creationTime"])
+
+    def recent_runs(self, limit: int = 8) -> list[dict[str, Any]]:
+        """The newest runs of any job, newest first, with job name and status."""
+        data = self.graphql(
+            """query($limit: Int!) { runsOrError(limit: $limit) {
+                 ... on Runs { results { runId jobName status creationTime } } } }""",
+            {"limit": limit},
+        )
+        return data["runsOrError"]["results"]
+
+    def describe_recent_runs(self, limit: int = 8) -> str:
+        """``job status (id), ...`` for the newest runs, for failure messages; what went wrong when the
+        webserver does not answer."""
+        try:
+            runs = self.recent_runs(limit)
+        except (OSError, AssertionError) as exc:
+            return f"(could not list runs: {exc!r})"
+        return ", ".join(f"{r['jobName']} {r['status']} ({r['runId'][:8]})" for r in runs) or "none"
 
     def materializations(self, *path: str) -> list[dict[str, Any]]:
         """Materializations of an asset, oldest first, with metadata as a plain dict."""
@@ -84,10 +105,11 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
 
 @contextmanager
 def dagster_dev(home: Path, port: int, env: Mapping[str, str], log: Path) -> Iterator[DagsterUI]:
-    """Start ``dagster dev`` in its own process group; stop it with SIGINT (then SIGKILL) at the end."""
+    """Start ``dagster dev`` in its own process group; stop the group with SIGINT (then SIGKILL) at the end,
+    never raising from that cleanup."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+    full_env = {**TICK_TIMEOUT_ENV, **os.environ, **env, "DAGSTER_HOME": str(home)}
     dagster = Path(sys.executable).parent / "dagster"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -103,13 +125,7 @@ def dagster_dev(home: Path, port: int, env: Mapping[str, str], log: Path) -> Ite
         _wait_http(url, 180, proc)
         yield DagsterUI(url)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, "dagster dev", sig=signal.SIGINT, timeout_s=60, group=True)
 
 
 def screenshot(url: str, path: Path, wait_ms: int = 15000) -> Path:

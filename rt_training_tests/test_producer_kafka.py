@@ -6,9 +6,17 @@ Tests that take the ``kafka_broker`` fixture are marked ``kafka`` by conftest; t
 
 from __future__ import annotations
 
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -121,6 +129,55 @@ def test_ctrl_c_ends_an_open_ended_run_and_flushes_what_was_sent(kafka_broker, s
     summary = produce(kafka_broker, spec, topic, rate=2000, progress=interrupt, progress_every_s=0.3)
     assert summary.interrupted and summary.sent > 0
     assert sum(len(ms) for ms in read_topic(kafka_broker, topic).values()) == summary.sent
+
+
+def test_sigterm_stops_the_cli_producer_promptly_and_flushes_what_was_sent(kafka_broker, topic_factory):
+    topic = topic_factory(2)
+    command = [
+        str(Path(sys.executable).parent / "rt-training"), "produce", "--topic", topic, "--rate", "100",
+        "--duration", "0", "--progress-every", "0.5", "--bootstrap-servers", kafka_broker.bootstrap_servers,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    output: list[str] = []
+    try:
+        # Generous on a busy machine: the first progress line says it is sending.
+        deadline = time.monotonic() + 120
+        while not any(line.startswith(f"produce {topic}:") for line in output):
+            assert proc.poll() is None, f"producer exited with {proc.returncode}: {''.join(output)}"
+            assert time.monotonic() < deadline, f"no progress line within 120 s: {''.join(output)}"
+            try:
+                output.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        stopped_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    proc.stdout.close()
+    while not lines.empty():
+        output.append(lines.get())
+    text = "".join(output)
+    assert code == 0, text
+    assert stopped_s < 10, text
+    summary = re.search(
+        r"produced ([\d,]+) events to \S+ \(2 partitions\) in [\d.]+s, .*\(interrupted\)", text
+    )
+    assert summary, text
+    sent = int(summary.group(1).replace(",", ""))
+    assert sent > 0
+    assert sum(len(ms) for ms in read_topic(kafka_broker, topic).values()) == sent
 
 
 def test_cli_produce(kafka_broker, spec):

@@ -3,24 +3,44 @@
 Starts, in order: the local KRaft broker (unless ``--bootstrap-servers`` or ``KAFKA_BOOTSTRAP_SERVERS`` names a
 cluster, reached with the settings of the Kafka flags and ``KAFKA_*`` variables), the producer
 (``rt-training produce``: the synthetic stream with a drift point, or with ``--from`` a user's own records, event
-times as given), and ``dagster dev`` on 127.0.0.1:3000 with the sensors on. Ctrl-C stops what this command
-started, in reverse order, and nothing else. A producer that has sent all of a file exits and the rest runs on.
+times as given), and ``dagster dev`` on 127.0.0.1:3000 with the sensors on. Ctrl-C first cancels the runs in
+flight through the webserver's GraphQL API (so the UI shows them canceled, not failed), then stops what this
+command started, in reverse order, and nothing else. A producer that has sent all of a file exits and the rest
+runs on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import click
 
 from rt_training.cli.kafka_options import KafkaFlags, kafka_options
 from rt_training.spec import SPEC_ENV_VAR
+
+# Runs get this long to stop on their own after a cancel request; what is still running is then marked canceled.
+CANCEL_WAIT_S = 8.0
+# Dagster gives a sensor or schedule tick 60 s to answer; while the code location still imports its libraries on a
+# busy machine the first ticks take longer and the daemon logs "Unable to reach the user code server" tracebacks.
+# Users can set these variables themselves; the demo only raises the defaults.
+TICK_TIMEOUT_ENV = {
+    "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "180",
+    "DAGSTER_SCHEDULE_GRPC_TIMEOUT_SECONDS": "180",
+}
+IN_FLIGHT = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
+IN_FLIGHT_QUERY = """query($statuses: [RunStatus!]) { runsOrError(filter: {statuses: $statuses}) {
+    ... on Runs { results { runId status } } } }"""
+TERMINATE_MUTATION = """mutation($ids: [String!]!, $policy: TerminateRunPolicy) {
+    terminateRuns(runIds: $ids, terminatePolicy: $policy) { __typename } }"""
 
 
 def _repo_root() -> Path:
@@ -44,6 +64,58 @@ def _stop(proc: subprocess.Popen, name: str, sig: int = signal.SIGINT, timeout: 
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=3) as response:
+        payload = json.loads(response.read())
+    if payload.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
+    return payload["data"]
+
+
+def runs_in_flight(url: str) -> dict[str, str]:
+    """Run id -> status of the runs not yet finished."""
+    data = _graphql(url, IN_FLIGHT_QUERY, {"statuses": IN_FLIGHT})
+    return {r["runId"]: r["status"] for r in data["runsOrError"]["results"]}
+
+
+def _terminate(url: str, run_ids: list[str], policy: str) -> None:
+    _graphql(url, TERMINATE_MUTATION, {"ids": run_ids, "policy": policy})
+
+
+def cancel_runs_in_flight(url: str) -> set[str]:
+    """Ask the webserver at ``url`` to cancel every run in flight (and any a sensor launches meanwhile), wait up
+    to :data:`CANCEL_WAIT_S` for them to stop, and mark those still going as canceled; returns the ids of the
+    runs it canceled. Best effort: a webserver that does not answer is reported and the demo stops anyway."""
+    asked: set[str] = set()
+    try:
+        runs = runs_in_flight(url)
+        if runs:
+            click.echo(f"demo: canceling {len(runs)} run(s) in flight")
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while runs and time.monotonic() < deadline:
+            new = [r for r, status in runs.items() if r not in asked and status != "CANCELING"]
+            if new:
+                _terminate(url, new, "SAFE_TERMINATE")
+            asked |= set(runs)
+            time.sleep(0.5)
+            runs = runs_in_flight(url)
+        if runs:
+            _terminate(url, list(runs), "MARK_AS_CANCELED_IMMEDIATELY")
+            asked |= set(runs)
+            click.echo(
+                f"demo: marked {len(runs)} run(s) canceled that had not stopped within {CANCEL_WAIT_S:g}s"
+            )
+    except (OSError, RuntimeError, KeyError) as exc:
+        click.echo(
+            f"demo: could not cancel the runs in flight through {url} ({exc!r}); stopping anyway", err=True
+        )
+    return asked
 
 
 @click.command()
@@ -100,6 +172,8 @@ def demo(
     shutil.copyfile(root / "dagster.yaml", dagster_home / "dagster.yaml")
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home))
     env.setdefault("RT_TRAINING_LAKE", str(root / ".data" / "lake"))
+    for name, value in TICK_TIMEOUT_ENV.items():
+        env.setdefault(name, value)
     if spec_path:
         env[SPEC_ENV_VAR] = str(Path(spec_path).resolve())
 
@@ -162,6 +236,8 @@ def demo(
     except KafkaConnectionProblem as exc:
         click.echo(f"demo: {exc}", err=True)
     finally:
+        if any(name == "dagster dev" and p.poll() is None for name, p in procs):
+            cancel_runs_in_flight(f"http://127.0.0.1:{port}")
         for name, p in reversed(procs):
             _stop(p, name)
         if started_kafka:

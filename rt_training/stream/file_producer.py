@@ -32,6 +32,8 @@ from rt_training.spec.models import PipelineSpec
 from rt_training.stream.client import KafkaSettings, make_producer, translate_timeouts
 from rt_training.stream.file_source import BadLine, SourceRecord, event_time_ms
 from rt_training.stream.producer import (
+    FLUSH_TIMEOUT_S,
+    INTERRUPTED_FLUSH_S,
     Deliveries,
     TokenBucket,
     ensure_topic,
@@ -216,7 +218,8 @@ def send_records(
     except BaseException:
         producer.close(timeout=0)
         raise
-    deliveries.close(producer, settings, summary.sent, f"records from {source}", topic)
+    flush_s = INTERRUPTED_FLUSH_S if summary.interrupted else FLUSH_TIMEOUT_S
+    deliveries.close(producer, settings, summary.sent, f"records from {source}", topic, flush_s)
     summary.seconds = time.monotonic() - started
     if failed_at is not None:
         raise BadLineError(source, failed_at, summary.sent, topic)
