@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from rt_training.clean import BRONZE_SCHEMA
+from rt_training.spec import parse_spec
 
 INGESTED_AT = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
 KAFKA_TS = datetime(2024, 1, 1, 11, 59, 59, tzinfo=UTC)
@@ -28,6 +29,21 @@ VALID: dict[str, Any] = {
     "country": "US",
     "clicked": 1,
 }
+TINY_SPEC = parse_spec(
+    {
+        "name": "tiny",
+        "source": {"topic": "tiny"},
+        "schema": {
+            "id_field": "id",
+            "time_field": "t",
+            "fields": {"id": {"type": "string"}, "t": {"type": "timestamp"}},
+        },
+        "features": {"categorical": [{"name": "id", "hash_buckets": 8}]},
+        "label": {"field": "t"},
+    }
+)
+"""A two-field spec (string id, timestamp) for parsers and faults that need no demo fields."""
+
 DROP = object()
 """Pass as a field value to :func:`event` to leave the field out."""
 

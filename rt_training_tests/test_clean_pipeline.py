@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from clean_support import INGESTED_AT, KAFKA_TS, SENSOR_SPEC, bronze, event, reading
+from clean_support import INGESTED_AT, KAFKA_TS, SENSOR_SPEC, TINY_SPEC, bronze, event, reading
 
 from rt_training.clean import DEAD_LETTER_SCHEMA, ParsedBatch, Reason, clean_batch, silver_schema
 from rt_training.clean.pipeline import without_rows
@@ -196,19 +196,7 @@ class SemicolonParser:
 
 
 def test_pluggable_parser() -> None:
-    spec = parse_spec(
-        {
-            "name": "tiny",
-            "source": {"topic": "tiny"},
-            "schema": {
-                "id_field": "id",
-                "time_field": "t",
-                "fields": {"id": {"type": "string"}, "t": {"type": "timestamp"}},
-            },
-            "features": {"categorical": [{"name": "id", "hash_buckets": 8}]},
-            "label": {"field": "t"},
-        }
-    )
+    spec = TINY_SPEC
     result = clean_batch(bronze([b"x;1000", b"bad", b"x;2000"], topic="tiny"), spec, parser=SemicolonParser())
     assert result.silver.to_pydict()["t"] == [datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)]
     assert result.dead_letters.column("reason").to_pylist() == ["malformed_json", "duplicate_id"]

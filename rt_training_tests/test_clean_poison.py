@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from clean_support import bronze, event
+from clean_support import TINY_SPEC, bronze, event
 
 from rt_training.clean import ParsedBatch, clean_batch
 from rt_training.clean.pipeline import ParserContractError, _prepare, prepare_batch
-from rt_training.spec import load_spec, parse_spec
+from rt_training.spec import load_spec
 
 DEMO = load_spec()
 DEEP = b'{"event_id": "e-deep", "payload": ' + b"[" * 8000 + b"]" * 8000 + b"}"
-TINY = parse_spec(
-    {
-        "name": "tiny",
-        "source": {"topic": "tiny"},
-        "schema": {
-            "id_field": "id",
-            "time_field": "t",
-            "fields": {"id": {"type": "string"}, "t": {"type": "timestamp"}},
-        },
-        "features": {"categorical": [{"name": "id", "hash_buckets": 8}]},
-        "label": {"field": "t"},
-    }
-)
 
 
 def test_8000_nested_arrays_under_the_size_limit_is_one_unparseable_dead_letter() -> None:
@@ -92,8 +79,8 @@ def test_a_record_that_validation_raises_on_is_bisected_out_of_the_batch() -> No
     values[9] = b"r9;?"
     table = bronze(values, topic="tiny")
     with pytest.raises(LookupError):  # the vectorized path alone fails the whole batch
-        _prepare(table, TINY, OpaqueParser())
-    result = clean_batch(table, TINY, parser=OpaqueParser())
+        _prepare(table, TINY_SPEC, OpaqueParser())
+    result = clean_batch(table, TINY_SPEC, parser=OpaqueParser())
     assert result.silver.column("_offset").to_pylist() == [0, 1, 3, 4, 5, 6, 7, 8, 10]
     assert result.silver.column("id").to_pylist() == [f"r{i}" for i in (0, 1, 3, 4, 5, 6, 7, 8, 10)]
     assert result.silver.column("cat__id").null_count == 0
@@ -104,7 +91,7 @@ def test_a_record_that_validation_raises_on_is_bisected_out_of_the_batch() -> No
 
 def test_bisected_batch_keeps_the_other_reasons_of_its_good_halves() -> None:
     values = [b"a;1000", b"b;?", b"a;2000", b"c;3000"]
-    result = clean_batch(bronze(values, topic="tiny"), TINY, parser=OpaqueParser())
+    result = clean_batch(bronze(values, topic="tiny"), TINY_SPEC, parser=OpaqueParser())
     assert result.silver.column("_offset").to_pylist() == [0, 3]
     assert list(
         zip(
@@ -117,9 +104,9 @@ def test_bisected_batch_keeps_the_other_reasons_of_its_good_halves() -> None:
 
 def test_a_batch_whose_every_record_raises_alone_fails_with_the_cause() -> None:
     with pytest.raises(LookupError) as info:
-        prepare_batch(bronze([b"a;?", b"b;?", b"c;?"], topic="tiny"), TINY, parser=OpaqueParser())
+        prepare_batch(bronze([b"a;?", b"b;?", b"c;?"], topic="tiny"), TINY_SPEC, parser=OpaqueParser())
     assert "every one of the 3 records of the batch raises this alone" in "".join(info.value.__notes__)
-    single = clean_batch(bronze([b"a;?"], topic="tiny"), TINY, parser=OpaqueParser())
+    single = clean_batch(bronze([b"a;?"], topic="tiny"), TINY_SPEC, parser=OpaqueParser())
     assert single.dead_letters.column("reason").to_pylist() == ["unparseable"]
 
 
@@ -132,4 +119,4 @@ class ShortParser:
 
 def test_a_parser_breaking_its_contract_fails_the_batch_without_bisection() -> None:
     with pytest.raises(ParserContractError, match="returned 1 values for field 'id' of a batch of 2"):
-        clean_batch(bronze([b"a", b"b"], topic="tiny"), TINY, parser=ShortParser())
+        clean_batch(bronze([b"a", b"b"], topic="tiny"), TINY_SPEC, parser=ShortParser())
