@@ -200,6 +200,8 @@ def run_backtest(
         The events hold no record.
     KafkaConnectionProblem, LocalKafkaError
         No broker answers at ``kafka``, or the local broker cannot start.
+    ProduceError
+        Kafka did not take some of a step's records.
     """
     from rt_training.backtest.report import summarize, write_plot, write_report
     from rt_training.ops.kafka_local import LocalKafkaConfig, free_port, start_broker, stop_broker
@@ -323,6 +325,7 @@ def _produce_and_ingest(
     from rt_training.ingest.batch import partition_states, run_micro_batch
     from rt_training.stream.client import make_producer, translate_timeouts
     from rt_training.stream.planner import OffsetRange, plan_runs
+    from rt_training.stream.producer import Deliveries
 
     topic = spec.source.topic
     producer = make_producer(
@@ -331,11 +334,11 @@ def _produce_and_ingest(
         batch_size=256 * 1024,
         max_request_size=spec.schema_.max_record_bytes * 4 + 65_536,
     )
+    deliveries = Deliveries()
     with translate_timeouts(settings):
         for record in step.records:
-            producer.send(topic, value=record.value, key=record.key)
-        producer.flush(timeout=60.0)
-        producer.close(timeout=60.0)
+            producer.send(topic, value=record.value, key=record.key).add_errback(deliveries.on_error)
+    deliveries.close(producer, settings, len(step.records), f"records of step {step.index + 1}", topic)
     plan = plan_runs(
         partition_states(settings, spec, lake, topic),
         planned_until={},

@@ -69,6 +69,7 @@ def backtest(
     from rt_training.ops.kafka_local import LocalKafkaError
     from rt_training.spec.durations import parse_duration
     from rt_training.stream.client import KafkaConnectionProblem
+    from rt_training.stream.producer import ProduceError
 
     if step is not None and step_rows is not None:
         raise click.UsageError("give --step or --step-rows, not both")
@@ -96,5 +97,5 @@ def backtest(
     )
     try:
         run_backtest(spec, config, progress=lambda line: click.echo(line))
-    except (EventsFileError, KafkaConnectionProblem, LocalKafkaError, ValueError) as exc:
+    except (EventsFileError, KafkaConnectionProblem, LocalKafkaError, ProduceError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
