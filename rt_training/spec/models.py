@@ -15,7 +15,25 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from rt_training.spec.durations import Duration, format_duration
 
-FieldType = Literal["string", "int", "float", "bool", "timestamp"]
+FieldType = Literal["string", "int", "float", "bool", "timestamp", "text", "list", "vector"]
+ItemType = Literal["string", "int", "float"]
+LabelKind = Literal["binary", "multiclass", "regression", "language_model"]
+Metric = Literal["auc", "log_loss", "accuracy", "rmse", "perplexity", "token_loss"]
+
+DEFAULT_METRIC: dict[str, str] = {
+    "binary": "auc",
+    "multiclass": "accuracy",
+    "regression": "rmse",
+    "language_model": "perplexity",
+}
+"""The metric an objective is judged on when ``training.metric`` is not given."""
+METRICS_FOR: dict[str, tuple[str, ...]] = {
+    "binary": ("auc", "log_loss", "accuracy"),
+    "multiclass": ("accuracy", "log_loss"),
+    "regression": ("rmse",),
+    "language_model": ("perplexity", "token_loss"),
+}
+"""The metrics each label kind can be judged on."""
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -39,7 +57,13 @@ class SourceSpec(_Strict):
 
 
 class FieldSpec(_Strict):
-    """One field of the event schema."""
+    """One field of the event schema.
+
+    ``text`` is a string meant for a tokenizer (``max_length`` counts characters, as for ``string``); ``list``
+    is a JSON array whose elements are all of type ``items`` (``max_length`` counts elements; ``min``/``max``
+    bound each element of a numeric list); ``vector`` is a JSON array of exactly ``dim`` finite numbers (an
+    upstream embedding; ``min``/``max`` bound each element).
+    """
 
     type: FieldType
     required: bool = True
@@ -47,12 +71,28 @@ class FieldSpec(_Strict):
     max: float | None = None
     allowed: list[str] | None = None
     max_length: int | None = Field(default=None, ge=1)
+    items: ItemType | None = None
+    dim: int | None = Field(default=None, ge=1, le=65_536)
     default: Any = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldSpec:
-        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
-            raise ValueError(f"min/max apply to int and float fields, not to {self.type}")
+        if self.type == "list" and self.items is None:
+            raise ValueError("a list field needs items: string, int or float (the type of every element)")
+        if self.items is not None and self.type != "list":
+            raise ValueError(f"items applies to list fields, not to {self.type}")
+        if self.type == "vector" and self.dim is None:
+            raise ValueError("a vector field needs dim: the number of floats in every value")
+        if self.dim is not None and self.type != "vector":
+            raise ValueError(f"dim applies to vector fields, not to {self.type}")
+        if self.max_length is not None and self.type not in ("string", "text", "list"):
+            raise ValueError(f"max_length applies to string, text and list fields, not to {self.type}")
+        numeric_items = self.type == "vector" or (self.type == "list" and self.items in ("int", "float"))
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float") and not numeric_items:
+            raise ValueError(
+                f"min/max apply to int and float fields and to the elements of numeric lists and vectors, "
+                f"not to {self.type}" + (f" of {self.items}" if self.items else "")
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if self.allowed is not None and self.type != "string":
@@ -89,56 +129,164 @@ class SchemaSpec(_Strict):
 
 
 class NumericFeature(_Strict):
-    """A numeric feature: optional transform, then z-score with fixed mean/std (stateless, reproducible)."""
+    """A numeric feature: optional transform, then ``(x - mean) / std``.
+
+    ``mean`` and ``std`` are fitted from the training set (after the transform) unless given here; a value given
+    here always wins. A null (an optional field without a default) becomes the mean, i.e. 0.0 after scaling;
+    with ``missing_indicator`` the model also gets a 0/1 input saying the value was missing.
+    """
 
     name: str
     transform: Literal["none", "log1p", "clip"] = "none"
     clip_min: float | None = None
     clip_max: float | None = None
-    mean: float = 0.0
-    std: float = Field(default=1.0, gt=0)
+    mean: float | None = None
+    std: float | None = Field(default=None, gt=0)
+    missing_indicator: bool = False
 
 
-class CategoricalFeature(_Strict):
-    """A categorical feature: a fixed vocabulary (index 0 is 'unknown') or hash buckets."""
+class _Vocabulary(_Strict):
+    """How values become embedding rows: a vocabulary learned from the training set (``min_count``, ``max_size``,
+    plus ``oov_buckets`` hashed rows for values outside it), a fixed ``vocabulary`` (it wins over learning), or
+    ``hash_buckets`` alone (no vocabulary: every value hashed)."""
 
-    name: str
     vocabulary: list[str] | None = None
     hash_buckets: int | None = Field(default=None, ge=2)
+    min_count: int = Field(default=1, ge=1)
+    max_size: int = Field(default=100_000, ge=1)
+    oov_buckets: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
-    def _one_encoding(self) -> CategoricalFeature:
-        if (self.vocabulary is None) == (self.hash_buckets is None):
-            raise ValueError("give exactly one of vocabulary or hash_buckets")
+    def _one_encoding(self) -> _Vocabulary:
+        if self.vocabulary is not None and self.hash_buckets is not None:
+            raise ValueError("give at most one of vocabulary or hash_buckets (neither: learned from the data)")
         if self.vocabulary is not None and len(set(self.vocabulary)) != len(self.vocabulary):
             raise ValueError("vocabulary has duplicate entries")
         return self
 
+    @field_validator("vocabulary", mode="before")
+    @classmethod
+    def _entries_as_str(cls, v: Any) -> Any:
+        # An int or bool field's vocabulary may be written as YAML numbers/booleans; values are compared as text
+        # (``true``/``false`` for booleans, as cleaning writes them).
+        if isinstance(v, list):
+            return [str(x).lower() if isinstance(x, bool) else str(x) for x in v]
+        return v
+
     @property
-    def cardinality(self) -> int:
-        """Number of embedding rows: the vocabulary plus the unknown slot, or the bucket count."""
-        return len(self.vocabulary) + 1 if self.vocabulary is not None else int(self.hash_buckets or 0)
+    def learned(self) -> bool:
+        """Whether the vocabulary is fitted from the data (neither a fixed vocabulary nor hash buckets)."""
+        return self.vocabulary is None and self.hash_buckets is None
+
+
+class CategoricalFeature(_Vocabulary):
+    """A categorical feature on a string, int or bool field (see :class:`_Vocabulary` for the encodings)."""
+
+    name: str
+
+
+class TokenizerSpec(_Strict):
+    """How a text feature becomes token ids.
+
+    ``byte``: UTF-8 bytes, nothing to train. ``bpe`` / ``wordpiece``: trained on the first training set with the
+    Hugging Face ``tokenizers`` library (``vocab_size``, ``min_frequency``, ``lowercase``) and saved with the
+    feature state. ``factory``: ``"package.module:function"`` returning the user's own tokenizer.
+    """
+
+    kind: Literal["byte", "bpe", "wordpiece", "factory"] = "byte"
+    vocab_size: int = Field(default=8000, ge=64, le=1_000_000)
+    min_frequency: int = Field(default=2, ge=1)
+    lowercase: bool = False
+    factory: str | None = None
+
+    @model_validator(mode="after")
+    def _factory_named(self) -> TokenizerSpec:
+        if (self.kind == "factory") != (self.factory is not None):
+            raise ValueError("tokenizer.factory ('package.module:function') goes with kind: factory, and only with it")
+        if self.factory is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.factory):
+            raise ValueError("tokenizer.factory must look like 'package.module:function'")
+        return self
+
+
+class TextFeature(_Strict):
+    """A text (or string) field as token ids ``[max_length]`` plus a mask; longer texts are truncated."""
+
+    name: str
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    max_length: int = Field(default=128, ge=2, le=65_536)
+    truncation: Literal["right", "left"] = "right"
+
+
+class SequenceFeature(_Vocabulary):
+    """A list field as ``[max_length]`` ids (string/int elements, encoded like a categorical) or values (float
+    elements, standardized with a fitted mean/std over all elements) plus a mask. ``truncation: left`` (the
+    default) keeps the last elements: for a history, the most recent."""
+
+    name: str
+    max_length: int = Field(default=32, ge=1, le=65_536)
+    truncation: Literal["right", "left"] = "left"
+
+
+class VectorFeature(_Strict):
+    """A vector field as a float ``[dim]`` input: as it is, L2-normalized, or standardized per dimension with a
+    fitted mean/std."""
+
+    name: str
+    normalize: Literal["none", "l2", "zscore"] = "none"
 
 
 class FeaturesSpec(_Strict):
+    """The model's inputs. ``refit`` says when fitted statistics (means, stds) are refitted: ``never`` (the
+    first fit is kept), ``on_cold_start`` (when a model is trained from scratch) or ``every_retrain``.
+    Learned vocabularies grow on every warm-started retraining whatever the policy (new rows, old rows kept);
+    a trained tokenizer is fitted once, at a cold start."""
+
+    refit: Literal["never", "on_cold_start", "every_retrain"] = "on_cold_start"
     numeric: list[NumericFeature] = Field(default_factory=list)
     categorical: list[CategoricalFeature] = Field(default_factory=list)
+    text: list[TextFeature] = Field(default_factory=list)
+    sequence: list[SequenceFeature] = Field(default_factory=list)
+    vector: list[VectorFeature] = Field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        """Every feature's field name, in input order: numeric, categorical, text, sequence, vector."""
+        groups = (self.numeric, self.categorical, self.text, self.sequence, self.vector)
+        return [f.name for group in groups for f in group]
 
 
 class LabelSpec(_Strict):
+    """The target. ``binary`` (0/1), ``multiclass`` (classes learned from the data, new ones added at a
+    retraining), ``regression``, or ``language_model``: next-token prediction on ``field``, a text feature."""
+
     field: str
-    kind: Literal["binary", "regression"] = "binary"
+    kind: LabelKind = "binary"
 
 
 class ModelSpec(_Strict):
-    """A built-in model, or ``factory: "package.module:function"`` returning an ``nn.Module``."""
+    """A built-in model, or ``factory: "package.module:function"`` returning an ``nn.Module``.
 
-    builtin: Literal["mlp", "logistic"] | None = "mlp"
+    Built-ins: ``mlp`` / ``logistic`` (tabular inputs, sequences and texts mean-pooled), ``text_classifier``
+    (a small transformer encoder over the text features, joined with the other inputs) and ``causal_lm`` (a
+    small decoder-only transformer for ``label.kind: language_model``). ``d_model``, ``n_layers``, ``n_heads``
+    and ``context`` size the transformers.
+    """
+
+    builtin: Literal["mlp", "logistic", "text_classifier", "causal_lm"] | None = "mlp"
     factory: str | None = None
     hidden: list[int] = Field(default_factory=lambda: [64, 32])
     embedding_dim: int = Field(default=8, ge=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    d_model: int = Field(default=128, ge=8)
+    n_layers: int = Field(default=2, ge=1)
+    n_heads: int = Field(default=4, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelSpec:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -178,6 +326,40 @@ class IngestPolicy(_Strict):
         return v
 
 
+class MixtureSpec(_Strict):
+    """Target shares of the training set per group of ``by`` (a string, int or bool field: a topic, a source).
+
+    ``shares`` fixes targets for named groups; the groups not named split what is left in proportion to their
+    share of the stream (all of it when ``shares`` is empty). With ``trending``, a group whose share of the
+    recent ``trend_window`` of event time rises against the ``reference_window`` before it gets more weight:
+    its target is multiplied by that ratio, at most ``max_boost``; every group seen keeps at least ``floor``, so
+    nothing is forgotten. Targets are renormalized to sum to 1. Older rows keep coming back through
+    ``replay_share`` as before.
+    """
+
+    by: str
+    shares: dict[str, float] = Field(default_factory=dict)
+    trending: bool = False
+    trend_window: Duration = Field(default=3600.0, gt=0)
+    reference_window: Duration = Field(default=86_400.0, gt=0)
+    max_boost: float = Field(default=3.0, ge=1.0)
+    floor: float = Field(default=0.02, ge=0.0, lt=1.0)
+
+    @field_validator("shares", mode="before")
+    @classmethod
+    def _keys_as_str(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k).lower() if isinstance(k, bool) else str(k): val for k, val in v.items()}
+        return v
+
+    @field_validator("shares")
+    @classmethod
+    def _shares(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(s < 0 for s in v.values()) or sum(v.values()) > 1.0 + 1e-6:
+            raise ValueError("mixture shares must be non-negative and sum to at most 1")
+        return v
+
+
 class SamplingPolicy(_Strict):
     capacity: int = Field(default=50_000, ge=1)
     strategy: Literal["uniform", "weighted", "time_biased"] = "weighted"
@@ -185,6 +367,7 @@ class SamplingPolicy(_Strict):
     class_balance: dict[str, float] | None = None
     importance: bool = False
     replay_share: float = Field(default=0.0, ge=0.0, lt=1.0)
+    mixture: MixtureSpec | None = None
     seed: int = 0
 
     @field_validator("class_balance", mode="before")
@@ -217,11 +400,13 @@ class TrainingPolicy(_Strict):
     ``seed``) gives the ``confidence`` interval of the gain; with ``require_significant`` its lower bound must
     also clear the same bar (``> first_champion_margin``, or ``> -promotion_tolerance``).
 
+    ``metric`` defaults to the label kind's (:data:`DEFAULT_METRIC`): auc, accuracy, rmse or perplexity.
+
     Periodic retraining, each optional: ``schedule_cron`` on the wall clock; ``retrain_every_s`` of event time
     and ``retrain_every_rows`` new silver rows since the last retraining launch (or the champion's cut).
     """
 
-    metric: Literal["auc", "log_loss", "accuracy", "rmse"] = "auc"
+    metric: Metric = Field(default=None, validate_default=False)  # type: ignore[assignment]
     epochs: int = Field(default=30, ge=1, validation_alias=AliasChoices("epochs", "max_epochs"))
     batch_size: int = Field(default=512, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -298,31 +483,65 @@ class PipelineSpec(_Strict):
     @model_validator(mode="after")
     def _references(self) -> PipelineSpec:
         fields = self.schema_.fields
-        for i, f in enumerate(self.features.numeric):
-            if f.name not in fields:
-                raise ValueError(f"features.numeric[{i}].name {f.name!r} is not a schema field")
-            if fields[f.name].type not in ("int", "float", "bool"):
-                raise ValueError(
-                    f"features.numeric[{i}].name {f.name!r} has type {fields[f.name].type}, not numeric"
-                )
-        for i, c in enumerate(self.features.categorical):
-            if c.name not in fields:
-                raise ValueError(f"features.categorical[{i}].name {c.name!r} is not a schema field")
-            if fields[c.name].type != "string":
-                raise ValueError(f"features.categorical[{i}].name {c.name!r} must be a string field")
-        names = [f.name for f in self.features.numeric] + [c.name for c in self.features.categorical]
+        allowed_types = {
+            "numeric": ("int", "float", "bool"),
+            "categorical": ("string", "int", "bool"),
+            "text": ("text", "string"),
+            "sequence": ("list",),
+            "vector": ("vector",),
+        }
+        for group, types in allowed_types.items():
+            for i, f in enumerate(getattr(self.features, group)):
+                if f.name not in fields:
+                    raise ValueError(f"features.{group}[{i}].name {f.name!r} is not a schema field")
+                if fields[f.name].type not in types:
+                    raise ValueError(
+                        f"features.{group}[{i}].name {f.name!r} has type {fields[f.name].type}; "
+                        f"a {group} feature needs a field of type {' or '.join(types)}"
+                    )
+        names = self.features.names
         if len(set(names)) != len(names):
             raise ValueError("a field is listed as a feature twice")
         if not names:
-            raise ValueError("features: declare at least one numeric or categorical feature")
-        if self.label.field not in fields:
-            raise ValueError(f"label.field {self.label.field!r} is not a schema field")
-        if self.label.field in names:
-            raise ValueError(f"label.field {self.label.field!r} is also a feature (label leakage)")
-        if self.label.kind == "binary" and self.training.metric == "rmse":
-            raise ValueError("training.metric rmse needs label.kind regression")
-        if self.label.kind == "regression" and self.training.metric in ("auc", "log_loss", "accuracy"):
-            raise ValueError(f"training.metric {self.training.metric} needs label.kind binary")
+            raise ValueError("features: declare at least one feature (numeric, categorical, text, sequence or vector)")
+        label = self.label
+        if label.field not in fields:
+            raise ValueError(f"label.field {label.field!r} is not a schema field")
+        if label.kind == "language_model":
+            if label.field not in [t.name for t in self.features.text]:
+                raise ValueError(
+                    f"label.kind language_model predicts the next token of a text feature: list {label.field!r} "
+                    "under features.text"
+                )
+        elif label.field in names:
+            raise ValueError(f"label.field {label.field!r} is also a feature (label leakage)")
+        if label.kind == "multiclass" and fields[label.field].type not in ("string", "int", "bool"):
+            raise ValueError(f"label.kind multiclass needs a string, int or bool field, {label.field!r} is not")
+        if label.kind in ("binary", "regression") and fields[label.field].type not in ("int", "float", "bool"):
+            raise ValueError(f"label.kind {label.kind} needs a numeric field, {label.field!r} is not")
+        if self.training.metric is None:
+            object.__setattr__(self.training, "metric", DEFAULT_METRIC[label.kind])
+        if self.training.metric not in METRICS_FOR[label.kind]:
+            raise ValueError(
+                f"training.metric {self.training.metric} does not apply to label.kind {label.kind}; "
+                f"use one of {', '.join(METRICS_FOR[label.kind])}"
+            )
+        builtin = self.model.builtin
+        if builtin == "causal_lm" and label.kind != "language_model":
+            raise ValueError("model.builtin causal_lm needs label.kind language_model")
+        if label.kind == "language_model" and builtin in ("mlp", "logistic", "text_classifier"):
+            raise ValueError(f"label.kind language_model needs model.builtin causal_lm (or a factory), not {builtin}")
+        if builtin == "text_classifier" and not self.features.text:
+            raise ValueError("model.builtin text_classifier needs at least one features.text entry")
+        mixture = self.sampling.mixture
+        if mixture is not None:
+            if mixture.by not in fields:
+                raise ValueError(f"sampling.mixture.by {mixture.by!r} is not a schema field")
+            if fields[mixture.by].type not in ("string", "int", "bool"):
+                raise ValueError(
+                    f"sampling.mixture.by {mixture.by!r} has type {fields[mixture.by].type}; groups come from a "
+                    "string, int or bool field"
+                )
         self._settings_that_act()
         return self
 
@@ -360,6 +579,11 @@ class PipelineSpec(_Strict):
     @property
     def categorical_feature_names(self) -> list[str]:
         return [c.name for c in self.features.categorical]
+
+    @property
+    def feature_fields(self) -> list[str]:
+        """The silver columns the model's inputs are computed from (each feature's field, in input order)."""
+        return self.features.names
 
     def fingerprint(self) -> str:
         """sha256 of the canonical JSON form: recorded in lineage so a model names the spec it came from."""
