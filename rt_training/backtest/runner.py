@@ -57,11 +57,10 @@ from rt_training.backtest.report import PHASES
 from rt_training.ingest.batch import LakeLocation
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from rt_training.spec.models import PipelineSpec
     from rt_training.stream.client import KafkaSettings
     from rt_training.stream.planner import OffsetRange
+    from rt_training.training.checkpoints import Restored
     from rt_training.training.entrypoint import JobConfig
 
 DEFAULT_OUT_ROOT = Path(".data") / "backtest"
@@ -133,11 +132,11 @@ class _Models:
     """The three models scored on each step (``None`` until each exists)."""
 
     champion_id: str | None = None
-    champion: nn.Module | None = None
+    champion: Restored | None = None
     static_id: str | None = None
-    static: nn.Module | None = None
+    static: Restored | None = None
     periodic_id: str | None = None
-    periodic: nn.Module | None = None
+    periodic: Restored | None = None
 
 
 @dataclass
@@ -383,14 +382,15 @@ def _step_rows(spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRa
     return silver.to_pyarrow_dataset().to_table(columns=columns, filter=where)
 
 
-def _score(model: nn.Module | None, rows: pa.Table, spec: PipelineSpec) -> float | None:
+def _score(model: Restored | None, rows: pa.Table, spec: PipelineSpec) -> float | None:
     """The spec's metric of ``model`` on ``rows`` (``None`` without a model, rows, or a defined value)."""
     if model is None or rows.num_rows == 0:
         return None
     from rt_training.training.data import tensors_from_arrow
     from rt_training.training.loop import evaluate
 
-    _, metric = evaluate(model, tensors_from_arrow(rows, spec, where="backtest step"), spec)
+    data = tensors_from_arrow(rows, spec, model.state, where="backtest step")
+    _, metric = evaluate(model.model, data, spec)
     return _finite(metric)
 
 
@@ -559,7 +559,7 @@ def _train_and_gate(
 
 def _train_periodic(
     spec: PipelineSpec, out: Path, history: Iterable[pa.Table], step: Step, config: BacktestConfig
-) -> tuple[str | None, nn.Module | None]:
+) -> tuple[str | None, Restored | None]:
     """Train the periodic baseline from scratch on the trailing steps' silver rows; ``(None, None)`` on none."""
     from deltalake import write_deltalake
 

@@ -328,9 +328,9 @@ def compute_drift_report(
         raise NothingToCompare(f"silver {silver_uri} has no rows {span}")
     times = cur.column(by)
 
-    model = restore_model(champion.checkpoint, spec)
-    ref = ref.append_column(PREDICTION_COLUMN, pa.array(_predictions(model, ref, spec)))
-    cur = cur.append_column(PREDICTION_COLUMN, pa.array(_predictions(model, cur, spec)))
+    restored = restore_model(champion.checkpoint, spec)
+    ref = ref.append_column(PREDICTION_COLUMN, pa.array(_predictions(restored, ref, spec)))
+    cur = cur.append_column(PREDICTION_COLUMN, pa.array(_predictions(restored, cur, spec)))
     numeric = [*numeric, PREDICTION_COLUMN]
     result = detect_drift(ref, cur, numeric, categorical, spec.drift)
 
@@ -338,7 +338,8 @@ def compute_drift_report(
     quality = None
     baseline = champion.entry.metric_value
     if baseline is not None and unseen.num_rows >= MIN_QUALITY_ROWS:
-        _, recent = evaluate(model, tensors_from_arrow(unseen, spec, where="recent silver rows"), spec)
+        recent_rows = tensors_from_arrow(unseen, spec, restored.state, where="recent silver rows")
+        _, recent = evaluate(restored.model, recent_rows, spec)
         quality = quality_drop(spec.training.metric, baseline, recent, spec.drift.quality_drop)
 
     report_id = f"{now.astimezone(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -392,17 +393,13 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _predictions(model: Any, rows: pa.Table, spec: PipelineSpec) -> np.ndarray:
-    """The model's output per row: a probability for a binary label, the predicted value otherwise."""
-    import torch
-
+def _predictions(restored: Any, rows: pa.Table, spec: PipelineSpec) -> np.ndarray:
+    """One number per row for the model's output (see :func:`~rt_training.training.loop.prediction_summary`)."""
     from rt_training.training.data import tensors_from_arrow
-    from rt_training.training.loop import predict
+    from rt_training.training.loop import prediction_summary
 
-    out = predict(model, tensors_from_arrow(rows, spec, where="drift window"))
-    if spec.label.kind == "binary":
-        out = torch.sigmoid(out)
-    return out.numpy().astype("float64")
+    data = tensors_from_arrow(rows, spec, restored.state, where="drift window")
+    return prediction_summary(restored.model, data, spec)
 
 
 def store_report(spec: PipelineSpec, lake: LakeLocation, report: DriftReport) -> int:

@@ -293,8 +293,9 @@ def score_champion(spec: PipelineSpec, lake: LakeLocation) -> ChampionScore:
     holdout = read_holdout(
         lake.uri(spec.name, "silver"), spec, after=after, storage_options=registry.storage_options
     )
-    data = tensors_from_arrow(holdout, spec, where="held-out window")
-    loss, metric = evaluate(restore_model(loaded.checkpoint, spec), data, spec)
+    restored = restore_model(loaded.checkpoint, spec)
+    data = tensors_from_arrow(holdout, spec, restored.state, where="held-out window")
+    loss, metric = evaluate(restored.model, data, spec)
     return ChampionScore(
         champion_id=loaded.entry.checkpoint_id,
         metric_name=spec.training.metric,
@@ -325,6 +326,9 @@ def champion_losses(spec: PipelineSpec, registry: ModelRegistry) -> Callable[[pa
             loaded = registry.load_champion()
             assert loaded is not None
             model.append(restore_model(loaded.checkpoint, spec))
-        return row_losses(model[0], tensors_from_arrow(rows, spec, where="new silver rows"), spec)
+        champion = model[0]
+        return row_losses(
+            champion.model, tensors_from_arrow(rows, spec, champion.state, where="new silver rows"), spec
+        )
 
     return losses

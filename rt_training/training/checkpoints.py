@@ -1,11 +1,14 @@
 """Checkpoints: one self-describing dict per file, written atomically, verified by sha256 before loading.
 
 A checkpoint holds the model ``state_dict``, the optimizer state, the model args (the spec's model section and
-feature sizes), step and epoch, metrics and lineage. Everything besides tensors is plain data (dicts, lists,
+input sizes), the feature state the model was trained with (statistics, vocabularies, tokenizers; see
+:mod:`rt_training.features.state`), step and epoch, metrics and lineage. Everything besides tensors is plain data (dicts, lists,
 strings, numbers), so it loads with ``torch.load(weights_only=True)``: loading a checkpoint never runs code
 from it.
 
-Files: ``<dir>/<id>.pt`` and a sidecar ``<dir>/<id>.json`` with the file's sha256, size, metrics and lineage.
+Files: ``<dir>/<id>.pt``, a sidecar ``<dir>/<id>.json`` with the file's sha256, size, metrics and lineage, and
+the feature state as its own versioned artifact ``<dir>/<id>.features.json`` (its sha256 is in the sidecar and
+the lineage), readable without torch.
 The model registry keeps the sha256 too; it is the authority when the two disagree.
 
 Write: temp file in the same directory → flush + fsync → ``os.replace`` → fsync the directory, so a crash
@@ -28,15 +31,18 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from rt_training.features.state import FEATURE_STATE_FORMAT, FeatureState
 from rt_training.spec import PipelineSpec
-from rt_training.training.models import build_model, model_args
+from rt_training.training.models import build_model, compatible, model_args
 
-CHECKPOINT_FORMAT = "rt_training.checkpoint/1"
+CHECKPOINT_FORMAT = "rt_training.checkpoint/2"
+"""``/2``: the model takes a batch dict and the checkpoint carries its feature state (``/1`` checkpoints do not
+load: their features were computed at ingest with spec-typed statistics)."""
 _CHUNK = 1 << 20
 
 
@@ -83,6 +89,8 @@ class Lineage:
     parent_checkpoint_id: str | None = None
     drift_report: str | None = None
     created_at: str = ""
+    feature_state: dict[str, Any] = field(default_factory=dict)
+    """The feature state's sha256 and format, and what fitting it did (:meth:`FeatureState.describe`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +147,7 @@ def build_checkpoint(
     model: nn.Module,
     optimizer_state: dict[str, Any] | None,
     spec: PipelineSpec,
+    state: FeatureState,
     step: int,
     epoch: int,
     metrics: dict[str, float],
@@ -150,7 +159,9 @@ def build_checkpoint(
         "id": checkpoint_id,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": _to_cpu(optimizer_state) if optimizer_state is not None else None,
-        "model_args": model_args(spec),
+        "model_args": model_args(spec, state),
+        # JSON text, not the dict: a plain string loads under weights_only and keeps the bytes the sha256 names.
+        "feature_state": state.to_json().decode(),
         "step": int(step),
         "epoch": int(epoch),
         "metrics": {k: float(v) for k, v in metrics.items()},
@@ -203,6 +214,11 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def features_path(path: str | os.PathLike[str]) -> Path:
+    """The feature-state artifact beside checkpoint ``path``."""
+    return Path(path).with_suffix(".features.json")
+
+
 def save_checkpoint(payload: dict[str, Any], directory: str | os.PathLike[str]) -> SavedCheckpoint:
     """Write ``payload`` atomically as ``<directory>/<id>.pt`` plus its sha256 sidecar."""
     directory = Path(directory)
@@ -212,8 +228,15 @@ def save_checkpoint(payload: dict[str, Any], directory: str | os.PathLike[str]) 
         raise CheckpointError(f"checkpoint {target} already exists; checkpoint ids must be unique")
     _atomic_write(target, lambda f: torch.save(payload, f))
     saved = SavedCheckpoint(payload["id"], str(target), file_sha256(target), target.stat().st_size)
+    features = payload["feature_state"].encode()
+    _atomic_write(features_path(target), lambda f: f.write(features))
     sidecar = {
         **asdict(saved),
+        "feature_state": {
+            "path": str(features_path(target)),
+            "sha256": hashlib.sha256(features).hexdigest(),
+            "format": FEATURE_STATE_FORMAT,
+        },
         "format": payload.get("format"),
         "step": payload.get("step"),
         "metrics": payload.get("metrics", {}),
@@ -254,24 +277,43 @@ def load_checkpoint(
     return payload
 
 
-def check_compatible(checkpoint: dict[str, Any], spec: PipelineSpec) -> None:
-    """Raise :class:`IncompatibleCheckpointError` when the checkpoint's model args differ from the spec's."""
-    have, want = checkpoint.get("model_args", {}), model_args(spec)
-    diffs = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
-    if diffs:
-        details = "; ".join(f"{k}: checkpoint {have.get(k)!r} vs spec {want.get(k)!r}" for k in diffs)
+def feature_state_of(checkpoint: dict[str, Any]) -> FeatureState:
+    """The feature state a checkpoint's model was trained with."""
+    text = checkpoint.get("feature_state")
+    if not isinstance(text, str):
         raise IncompatibleCheckpointError(
-            f"checkpoint {checkpoint.get('id')!r} does not fit spec {spec.name!r} ({details}); "
+            f"checkpoint {checkpoint.get('id')!r} has no feature state (written before features were fitted "
+            "from the data); train from scratch (no init checkpoint)"
+        )
+    return FeatureState.from_dict(json.loads(text))
+
+
+def check_compatible(checkpoint: dict[str, Any], spec: PipelineSpec, state: FeatureState | None = None) -> None:
+    """Raise :class:`IncompatibleCheckpointError` when the checkpoint's model cannot serve ``spec`` with
+    ``state`` (its own feature state when ``None``). Grown vocabularies or classes are compatible."""
+    state = state if state is not None else feature_state_of(checkpoint)
+    problem = compatible(checkpoint.get("model_args", {}), model_args(spec, state))
+    if problem is not None:
+        raise IncompatibleCheckpointError(
+            f"checkpoint {checkpoint.get('id')!r} does not fit spec {spec.name!r} ({problem}); "
             "train from scratch (no init checkpoint) after changing the model or features"
         )
 
 
-def restore_model(checkpoint: dict[str, Any], spec: PipelineSpec) -> nn.Module:
-    """A model built from the spec with the checkpoint's weights, in eval mode."""
-    check_compatible(checkpoint, spec)
-    model = build_model(spec)
+class Restored(NamedTuple):
+    """A checkpoint's model (eval mode) and the feature state its inputs must be made with."""
+
+    model: nn.Module
+    state: FeatureState
+
+
+def restore_model(checkpoint: dict[str, Any], spec: PipelineSpec) -> Restored:
+    """The checkpoint's model, built from the spec and its own feature state, with its weights."""
+    state = feature_state_of(checkpoint)
+    check_compatible(checkpoint, spec, state)
+    model = build_model(spec, state)
     model.load_state_dict(checkpoint["model"])
-    return model.eval()
+    return Restored(model.eval(), state)
 
 
 def state_digest(model: nn.Module) -> str:

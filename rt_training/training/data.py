@@ -1,8 +1,9 @@
-"""Training data: a Delta table version → Arrow → torch tensors, and seeded, rank-sharded batches.
+"""Training data: a Delta table version → Arrow → the feature state's arrays → torch tensors, and seeded,
+rank-sharded batches.
 
 The hot path never touches pandas: ``DeltaTable(uri, version=v).to_pyarrow_table(columns=...)`` reads only the
-feature, label and weight columns, and each column becomes a numpy view (zero-copy for a single chunk without
-nulls) that is copied once into a row-major feature matrix. A training set of the sampling policy's capacity
+fields the features, label and weights come from, and :meth:`FeatureState.featurize` turns them into one numpy
+array per batch key (vectorized over Arrow buffers), each shared with a tensor without a copy. A training set of the sampling policy's capacity
 (tens of thousands of rows) fits in memory many times over, so batching is in-memory indexing: no DataLoader
 and no worker processes. If you add DataLoader workers, use ``multiprocessing_context="spawn"``: deltalake in
 a forked process panics (its tokio runtime does not survive ``fork``).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,11 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from rt_training.features.inputs import MASK_SUFFIX
 from rt_training.spec import PipelineSpec
-from rt_training.training.models import FeatureInfo
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
+
+    from rt_training.features.state import FeatureState
 
 SAMPLE_WEIGHT_COLUMN = "_sample_weight"
 """Optional per-row weight written by the sampler (importance / class-balance correction)."""
@@ -43,66 +46,58 @@ class TrainingDataError(ValueError):
 class TrainingTensors:
     """Model inputs and targets for ``n`` rows, on one device.
 
-    ``numeric`` float32 ``[n, n_numeric]``, ``categorical`` int64 ``[n, n_categorical]``, ``label`` float32
-    ``[n]`` and ``weight`` float32 ``[n]`` or ``None`` (all rows weigh 1).
+    ``inputs`` is the batch dict a model's ``forward`` takes: one entry per feature key of
+    :meth:`FeatureState.featurize <rt_training.features.state.FeatureState.featurize>` (``[n]`` or ``[n, ...]``).
+    ``label`` is float32 ``[n]`` (binary, regression), int64 ``[n]`` (multiclass class index, -1 for a class
+    the feature state does not know) or ``None`` (a language model's target is its text input).
+    ``weight`` is float32 ``[n]`` or ``None`` (all rows weigh 1).
     """
 
-    numeric: torch.Tensor
-    categorical: torch.Tensor
-    label: torch.Tensor
+    inputs: dict[str, torch.Tensor]
+    label: torch.Tensor | None
     weight: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return int(self.label.shape[0])
+        if self.label is not None:
+            return int(self.label.shape[0])
+        return int(next(iter(self.inputs.values())).shape[0]) if self.inputs else 0
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> TrainingTensors:
+        return TrainingTensors(
+            {k: fn(v) for k, v in self.inputs.items()},
+            None if self.label is None else fn(self.label),
+            None if self.weight is None else fn(self.weight),
+        )
 
     def take(self, index: torch.Tensor) -> TrainingTensors:
         """Rows at ``index`` (a LongTensor on the same device)."""
-        return TrainingTensors(
-            self.numeric.index_select(0, index),
-            self.categorical.index_select(0, index),
-            self.label.index_select(0, index),
-            None if self.weight is None else self.weight.index_select(0, index),
-        )
+        return self._map(lambda t: t.index_select(0, index))
 
     def rows(self, start: int, stop: int) -> TrainingTensors:
         """Rows ``start:stop`` as views (no copy)."""
-        return TrainingTensors(
-            self.numeric[start:stop],
-            self.categorical[start:stop],
-            self.label[start:stop],
-            None if self.weight is None else self.weight[start:stop],
-        )
+        return self._map(lambda t: t[start:stop])
 
     def to(self, device: torch.device | str) -> TrainingTensors:
-        return TrainingTensors(
-            self.numeric.to(device),
-            self.categorical.to(device),
-            self.label.to(device),
-            None if self.weight is None else self.weight.to(device),
-        )
+        return self._map(lambda t: t.to(device))
+
+    def tokens(self, text_field: str) -> int:
+        """Real (unmasked) tokens of ``text_field`` in these rows."""
+        return int(self.inputs[text_field + MASK_SUFFIX].sum())
 
     def split(self, valid_fraction: float, seed: int) -> tuple[TrainingTensors, TrainingTensors]:
         """A seeded random (train, validation) split; the same on every rank, so validation needs no sync."""
         n = len(self)
         n_valid = round(n * valid_fraction) if n > 1 else 0
-        perm = torch.from_numpy(np.random.default_rng((seed, 0x5EED)).permutation(n)).to(self.label.device)
+        device = next(iter(self.inputs.values())).device
+        perm = torch.from_numpy(np.random.default_rng((seed, 0x5EED)).permutation(n)).to(device)
         return self.take(perm[n_valid:]), self.take(perm[:n_valid])
 
 
-def columns_needed(spec: PipelineSpec, features: FeatureInfo | None = None) -> list[str]:
-    """Feature and label columns the model reads (the sample-weight column is added when the table has it)."""
-    features = features or FeatureInfo.from_spec(spec)
-    return [*features.numeric_columns, *features.categorical_columns, spec.label.field]
-
-
-def _column(table: pa.Table, name: str, where: str) -> pa.ChunkedArray:
-    col = table.column(name)
-    if col.null_count:
-        raise TrainingDataError(
-            f"{where}: column {name!r} has {col.null_count} null values; features, label and weights must be "
-            "complete (check the cleaning step that writes silver)"
-        )
-    return col
+def columns_needed(spec: PipelineSpec) -> list[str]:
+    """Silver columns the model's inputs and target are computed from (the sample-weight column is added when
+    the table has it)."""
+    label = [] if spec.label.field in spec.feature_fields else [spec.label.field]
+    return [*spec.feature_fields, *label]
 
 
 def _as_numpy(col: pa.ChunkedArray, dtype: type[np.generic]) -> np.ndarray:
@@ -113,45 +108,42 @@ def _as_numpy(col: pa.ChunkedArray, dtype: type[np.generic]) -> np.ndarray:
 
 
 def tensors_from_arrow(
-    table: pa.Table, spec: PipelineSpec, features: FeatureInfo | None = None, where: str = "table"
+    table: pa.Table, spec: PipelineSpec, state: FeatureState, where: str = "table"
 ) -> TrainingTensors:
-    """Turn an Arrow table with silver feature columns into :class:`TrainingTensors` (CPU).
+    """Turn an Arrow table of silver rows (the raw typed fields) into :class:`TrainingTensors` (CPU) with
+    ``state``'s features.
 
-    Raises :class:`TrainingDataError` for a missing column, a null, a categorical index outside
-    ``[0, cardinality)``, a binary label other than 0/1, or a negative or non-finite sample weight.
+    Raises :class:`TrainingDataError` for a missing column, a null label, a binary label other than 0/1, or a
+    negative or non-finite sample weight.
     """
-    features = features or FeatureInfo.from_spec(spec)
-    missing = [c for c in columns_needed(spec, features) if c not in table.column_names]
+    missing = [c for c in columns_needed(spec) if c not in table.column_names]
     if missing:
         raise TrainingDataError(
             f"{where}: missing columns {missing} that spec {spec.name!r} needs (has {table.column_names})"
         )
     n = table.num_rows
-    numeric = np.empty((n, len(features.numeric)), dtype=np.float32)
-    for j, name in enumerate(features.numeric_columns):
-        numeric[:, j] = _as_numpy(_column(table, name, where), np.float32)
-    categorical = np.empty((n, len(features.categorical)), dtype=np.int64)
-    for j, (name, card) in enumerate(zip(features.categorical_columns, features.cardinalities, strict=True)):
-        categorical[:, j] = _as_numpy(_column(table, name, where), np.int64)
-        if n and (categorical[:, j].min() < 0 or categorical[:, j].max() >= card):
-            bad = categorical[:, j][(categorical[:, j] < 0) | (categorical[:, j] >= card)][0]
+    inputs = {name: _shared_tensor(values) for name, values in state.featurize(table).items()}
+    label_values = None
+    if spec.label.kind != "language_model":
+        col = table.column(spec.label.field)
+        if col.null_count:
             raise TrainingDataError(
-                f"{where}: column {name!r} holds index {bad}, outside [0, {card}) for the spec's "
-                "vocabulary or hash buckets; was silver written with a different spec?"
+                f"{where}: label {spec.label.field!r} has {col.null_count} null values; every training row "
+                "needs a label (declare the label field required in the schema)"
             )
-    label = _as_numpy(_column(table, spec.label.field, where), np.float32)
-    if spec.label.kind == "binary" and n and not np.isin(label, (0.0, 1.0)).all():
-        bad = label[~np.isin(label, (0.0, 1.0))][0]
-        raise TrainingDataError(f"{where}: binary label {spec.label.field!r} holds {bad}; expected 0 or 1")
+        label_values = state.encode_label(table)
+        if spec.label.kind == "binary" and n and not np.isin(label_values, (0.0, 1.0)).all():
+            bad = label_values[~np.isin(label_values, (0.0, 1.0))][0]
+            raise TrainingDataError(f"{where}: binary label {spec.label.field!r} holds {bad}; expected 0 or 1")
     weight = None
     if SAMPLE_WEIGHT_COLUMN in table.column_names:
-        weight = _as_numpy(_column(table, SAMPLE_WEIGHT_COLUMN, where), np.float32)
-        if n and (not np.isfinite(weight).all() or weight.min() < 0):
+        col = table.column(SAMPLE_WEIGHT_COLUMN)
+        weight = _as_numpy(col, np.float32)
+        if n and (col.null_count or not np.isfinite(weight).all() or weight.min() < 0):
             raise TrainingDataError(f"{where}: {SAMPLE_WEIGHT_COLUMN!r} must be finite and >= 0")
     return TrainingTensors(
-        torch.from_numpy(numeric),
-        torch.from_numpy(categorical),
-        _shared_tensor(label),
+        inputs,
+        None if label_values is None else _shared_tensor(label_values),
         None if weight is None else _shared_tensor(weight),
     )
 
@@ -189,20 +181,20 @@ def read_training_table(
     return _open_delta(uri, version, storage_options).to_pyarrow_table(columns=columns)
 
 
-def read_training_set(
-    uri: str,
-    version: int | None,
-    spec: PipelineSpec,
-    features: FeatureInfo | None = None,
-    storage_options: dict[str, str] | None = None,
-) -> TrainingTensors:
-    """Tensors for one training-set version, reading only the columns the model needs."""
-    features = features or FeatureInfo.from_spec(spec)
+def read_training_rows(
+    uri: str, version: int | None, spec: PipelineSpec, storage_options: dict[str, str] | None = None
+) -> pa.Table:
+    """One training-set version as Arrow, only the columns the model needs (and the sample weights)."""
     table = _open_delta(uri, version, storage_options)
     present = set(table.schema().to_arrow().names)
-    wanted = [*columns_needed(spec, features), SAMPLE_WEIGHT_COLUMN]
-    arrow = table.to_pyarrow_table(columns=[c for c in wanted if c in present])
-    return tensors_from_arrow(arrow, spec, features, where=f"training set {uri} version {table.version()}")
+    wanted = [*columns_needed(spec), SAMPLE_WEIGHT_COLUMN]
+    missing = [c for c in columns_needed(spec) if c not in present]
+    if missing:
+        raise TrainingDataError(
+            f"training set {uri} version {table.version()}: missing columns {missing} that spec {spec.name!r} "
+            "needs; was it written with a different spec?"
+        )
+    return table.to_pyarrow_table(columns=[c for c in wanted if c in present])
 
 
 def read_holdout(

@@ -172,17 +172,20 @@ def run_job(config: JobConfig, pipes: Any = None, rank: int = 0, world: int = 1)
     import torch
     import torch.distributed as dist
 
+    from rt_training.features.state import FEATURE_STATE_FORMAT, fit_feature_state
     from rt_training.training.checkpoints import (
         Lineage,
+        Restored,
         build_checkpoint,
         code_version,
+        feature_state_of,
         load_checkpoint,
         new_checkpoint_id,
         restore_model,
         save_checkpoint,
         state_digest,
     )
-    from rt_training.training.data import read_holdout, read_training_set
+    from rt_training.training.data import read_holdout, read_training_rows, tensors_from_arrow
     from rt_training.training.gate import run_gate
     from rt_training.training.loop import resolve_device, train
 
@@ -202,15 +205,21 @@ def run_job(config: JobConfig, pipes: Any = None, rank: int = 0, world: int = 1)
     device = resolve_device(config.device)
     ts = config.training_set
     say(f"training {spec.name!r} on {ts.uri} version {ts.version}, {world} rank(s) on {device}")
-    data = read_training_set(ts.uri, ts.version, spec)
-    train_data, valid_data = data.split(config.validation_fraction, spec.training.seed)
-    init = None
+    rows = read_training_rows(ts.uri, ts.version, spec)
+    init = previous = None
     if config.init_checkpoint is not None:
         init = load_checkpoint(config.init_checkpoint.path, config.init_checkpoint.sha256)
+        previous = feature_state_of(init)
         say(f"warm start from {init['id']} (step {init.get('step', 0)})")
+    # Every rank fits the same state from the same rows (deterministic for the seed), so no rank waits on another.
+    state = fit_feature_state(spec, rows, previous, cold_start=init is None, seed=spec.training.seed)
+    say(f"features: {json.dumps(state.describe(), default=str)}")
+    data = tensors_from_arrow(rows, spec, state, where=f"training set {ts.uri} version {ts.version}")
+    train_data, valid_data = data.split(config.validation_fraction, spec.training.seed)
 
     result = train(
         spec,
+        state,
         train_data,
         valid_data,
         init_checkpoint=init,
@@ -234,7 +243,7 @@ def run_job(config: JobConfig, pipes: Any = None, rank: int = 0, world: int = 1)
         h = config.holdout
         holdout = read_holdout(h.uri, spec, after=h.after, version=h.version)
         champion = restore_model(init, spec) if init is not None else None
-        decision = run_gate(spec, result.model, champion, holdout, device)
+        decision = run_gate(spec, Restored(result.model, state), champion, holdout, device)
         # Held-out metrics (the gate's window) are prefixed, so they are never mistaken for validation ones.
         metrics[f"holdout_{decision.metric_name}"] = decision.candidate_metric
         metrics[f"holdout_baseline_{decision.metric_name}"] = decision.baseline_metric
@@ -252,6 +261,7 @@ def run_job(config: JobConfig, pipes: Any = None, rank: int = 0, world: int = 1)
         or (init["id"] if init is not None else None),
         drift_report=config.lineage.drift_report,
         created_at=dt.datetime.now(dt.UTC).isoformat(),
+        feature_state={"sha256": state.sha256, "format": FEATURE_STATE_FORMAT, **state.describe()},
     )
     checkpoint_id = new_checkpoint_id()
     payload = build_checkpoint(
@@ -259,6 +269,7 @@ def run_job(config: JobConfig, pipes: Any = None, rank: int = 0, world: int = 1)
         model=result.model,
         optimizer_state=result.optimizer_state,
         spec=spec,
+        state=state,
         step=result.total_steps,
         epoch=result.epochs,
         metrics=metrics,
@@ -295,6 +306,10 @@ def run_job(config: JobConfig, pipes: Any = None, rank: int = 0, world: int = 1)
                     "steps": result.steps,
                     "epochs": result.epochs,
                     "samples_per_s": result.samples_per_s,
+                    "tokens_per_s": result.tokens_per_s,
+                    "embeddings_grown": result.grown,
+                    "feature_state_sha256": state.sha256,
+                    **{f"features_{k}": v for k, v in state.describe().items()},
                     "loss_first": result.loss_first,
                     "loss_last": result.loss_last,
                     "world_size": world,

@@ -9,8 +9,10 @@ The rule, in order (each rejection names the numbers and the spec field to chang
    ``training.min_holdout_span_s`` (max - min of the time field).
 2. The candidate's metric must be finite (AUC is undefined on one class; a diverged model gives ``nan``).
 3. No champion yet (or one whose metric is undefined): the reference is the trivial baseline, a constant
-   prediction scored on the same rows (:func:`~rt_training.training.bootstrap.baseline_metric`), and the
-   candidate needs ``gain > first_champion_margin``.
+   prediction scored on the same rows (:func:`~rt_training.training.bootstrap.baseline_metric`; for a
+   multiclass label the majority class or the class prior, for a language model the held-out unigram
+   distribution: :func:`~rt_training.training.objectives.baseline_terms`), and the candidate needs
+   ``gain > first_champion_margin``.
 4. A champion: the candidate needs ``gain >= -promotion_tolerance``. A tie with tolerance 0 promotes: the
    fresher model is as good and has seen more recent data.
 5. A paired bootstrap of the held-out rows gives a ``confidence`` interval of ``gain``; it is always reported.
@@ -27,19 +29,30 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from torch import nn
 
 from rt_training.spec import PipelineSpec
 from rt_training.spec.durations import format_duration
 from rt_training.spec.models import TrainingPolicy
-from rt_training.training.bootstrap import BootstrapInterval, baseline_metric, paired_bootstrap
+from rt_training.training.bootstrap import (
+    BootstrapInterval,
+    baseline_metric,
+    paired_bootstrap,
+    paired_bootstrap_ratio,
+)
+from rt_training.training.checkpoints import Restored
 from rt_training.training.data import TrainingTensors, tensors_from_arrow
-from rt_training.training.loop import predict
-from rt_training.training.metrics import compute_metric, improvement
+from rt_training.training.loop import score_rows
+from rt_training.training.metrics import improvement
+from rt_training.training.objectives import (
+    RATIO_METRICS,
+    RowScores,
+    baseline_terms,
+    objective_for,
+    ratio_metric,
+)
 
 
 @dataclass(frozen=True)
@@ -202,51 +215,73 @@ def _span_s(holdout: pa.Table, time_field: str) -> float | None:
 
 def run_gate(
     spec: PipelineSpec,
-    candidate: nn.Module,
-    champion: nn.Module | None,
-    holdout: pa.Table | TrainingTensors,
+    candidate: Restored,
+    champion: Restored | None,
+    holdout: pa.Table,
     device: str | torch.device = "cpu",
 ) -> GateDecision:
-    """Score both models on ``holdout`` (silver rows as Arrow, or tensors) and apply :func:`decide`.
+    """Score both models on ``holdout`` (silver rows as Arrow) and apply :func:`decide`.
 
-    The event-time span comes from the spec's time field in an Arrow ``holdout``; tensors carry none.
+    Each model sees the rows through its own feature state (a candidate's vocabulary may have grown), so both
+    are judged on the same events; the event-time span comes from the spec's time field.
     """
     policy = spec.training
-    if isinstance(holdout, TrainingTensors):
-        data, span = holdout, None
-    else:
-        data, span = tensors_from_arrow(holdout, spec, where="holdout"), _span_s(holdout, spec.time_field)
+    name = policy.metric
+    objective = objective_for(spec)
     device = torch.device(device)
-    label = data.label.cpu().numpy()
-    weight = None if data.weight is None else data.weight.cpu().numpy()
+    span = _span_s(holdout, spec.time_field)
 
-    def outputs(model: nn.Module) -> np.ndarray:
-        return predict(model.to(device), data, device).numpy()
+    def scored(which: Restored) -> tuple[TrainingTensors, RowScores]:
+        data = tensors_from_arrow(holdout, spec, which.state, where="holdout")
+        return data, score_rows(which.model.to(device), data, objective, device)
 
-    def metric(raw: np.ndarray) -> float:
-        return compute_metric(policy.metric, label, raw, spec.label.kind, weight) if len(raw) else math.nan
-
-    candidate_out = outputs(candidate)
-    champion_out = None if champion is None else outputs(champion)
-    champion_metric = None if champion_out is None else metric(champion_out)
+    data, candidate_scores = scored(candidate)
+    label = None if data.label is None else data.label.numpy()
+    weight = None if data.weight is None else data.weight.numpy()
+    champion_scores = None if champion is None else scored(champion)[1]
+    champion_label = label
+    if champion is not None and spec.label.kind == "multiclass":
+        champion_label = tensors_from_arrow(holdout, spec, champion.state, where="holdout").label.numpy()
+    champion_metric = (
+        None if champion_scores is None else objective.metric(name, champion_scores, champion_label, weight)
+    )
     first = champion_metric is None or not math.isfinite(champion_metric)
-    interval = None
-    if len(data):
-        interval = paired_bootstrap(
-            policy.metric,
-            label,
-            candidate_out,
-            None if first else champion_out,
-            weight,
-            samples=policy.bootstrap_samples,
-            confidence=policy.confidence,
-            seed=policy.seed,
-        )
+    candidate_metric = objective.metric(name, candidate_scores, label, weight)
+    interval, baseline = None, math.nan
+    if name in RATIO_METRICS:
+        base_terms = baseline_terms(objective, name, data) if len(data) else None
+        baseline = ratio_metric(name, *base_terms, weight) if base_terms is not None else math.nan
+        if len(data):
+            reference = base_terms if first or champion_scores is None else champion_scores.ratio_terms(name)
+            assert reference is not None
+            interval = paired_bootstrap_ratio(
+                name,
+                candidate_scores.ratio_terms(name),
+                reference,
+                weight,
+                samples=policy.bootstrap_samples,
+                confidence=policy.confidence,
+                seed=policy.seed,
+            )
+    else:
+        assert label is not None
+        baseline = baseline_metric(name, label, weight) if len(data) else math.nan
+        if len(data):
+            interval = paired_bootstrap(
+                name,
+                label,
+                candidate_scores.raw,
+                None if first or champion_scores is None else champion_scores.raw,
+                weight,
+                samples=policy.bootstrap_samples,
+                confidence=policy.confidence,
+                seed=policy.seed,
+            )
     return decide(
         policy,
-        candidate=metric(candidate_out),
+        candidate=candidate_metric,
         champion=champion_metric,
-        baseline=baseline_metric(policy.metric, label, weight),
+        baseline=baseline,
         holdout_rows=len(data),
         holdout_span_s=span,
         interval=interval,

@@ -12,9 +12,11 @@ model is wrapped in DDP, each rank trains on its shard, losses are averaged over
 early stopping for everyone; ``torch.compile`` when the policy (or the caller) asks for it. Deterministic for
 a given seed on CPU.
 
+Every label kind goes through the same loop: the model takes the batch dict, the objective of the spec's label
+kind (:mod:`rt_training.training.objectives`) gives the loss and the validation metric.
+
 Raises :class:`~rt_training.training.checkpoints.IncompatibleCheckpointError` when the warm-start checkpoint
-does
-not fit the spec, and :class:`~rt_training.training.data.TrainingDataError` when there is nothing to train on.
+does not fit the spec, and :class:`~rt_training.training.data.TrainingDataError` when there is nothing to train on.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
+from rt_training.features.inputs import MASK_SUFFIX
+from rt_training.features.state import FeatureState
 from rt_training.spec import PipelineSpec
 from rt_training.training.checkpoints import check_compatible
 from rt_training.training.data import EpochBatches, TrainingDataError, TrainingTensors
-from rt_training.training.metrics import compute_metric, improvement
-from rt_training.training.models import build_model
+from rt_training.training.metrics import improvement
+from rt_training.training.models import build_model, grow_state_dict
+from rt_training.training.objectives import Objective, RowScores, objective_for
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,10 @@ class TrainResult:
     train_seconds: float
     device: str
     world_size: int
+    tokens_per_s: float | None
+    """Real (unpadded) tokens trained on per second, for a language model; ``None`` otherwise."""
+    grown: bool
+    """Whether the warm start grew embeddings or the output (new vocabulary entries or classes)."""
     model: nn.Module = field(repr=False)
     optimizer_state: dict[str, Any] = field(repr=False)
 
@@ -122,61 +130,85 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def batch_loss(
-    output: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None, label_kind: str
-) -> torch.Tensor:
-    """Weighted mean of per-row losses: BCE on logits for binary labels, squared error for regression."""
-    output = output.float()
-    if label_kind == "binary":
-        per_row = F.binary_cross_entropy_with_logits(output, label, reduction="none")
-    else:
-        per_row = F.mse_loss(output, label, reduction="none")
-    if weight is None:
-        return per_row.mean()
-    return (per_row * weight).sum() / weight.sum().clamp_min(1e-12)
-
-
 @torch.no_grad()
-def predict(model: nn.Module, data: TrainingTensors, device: torch.device | None = None) -> torch.Tensor:
-    """Raw model outputs (logits or values) for every row, in eval mode, as float32 on the CPU."""
+def score_rows(
+    model: nn.Module, data: TrainingTensors, objective: Objective, device: torch.device | None = None
+) -> RowScores:
+    """The per-row numbers of ``objective`` for every row, in eval mode and in batches (CPU numpy).
+
+    Batches are sized in cells, not rows: a language model's logits are ``rows x length x vocab``.
+    """
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    outputs = []
-    for start in range(0, len(data), EVAL_BATCH):
-        num = data.numeric[start : start + EVAL_BATCH].to(device)
-        cat = data.categorical[start : start + EVAL_BATCH].to(device)
+    parts: dict[str, list[np.ndarray]] = {}
+    widest = max((t[0].numel() for t in data.inputs.values() if t.dim() > 1 and len(t)), default=1)
+    rows_per_batch = max(1, EVAL_BATCH // widest) if objective.kind == "language_model" else EVAL_BATCH
+    for start in range(0, len(data), rows_per_batch):
+        batch = data.rows(start, start + rows_per_batch).to(device)
         with _autocast(device):
-            outputs.append(model(num, cat).float().cpu())
+            output = model(batch.inputs)
+        for key, values in objective.scores(output, batch.label, batch.inputs).items():
+            parts.setdefault(key, []).append(values)
     model.train(was_training)
-    return torch.cat(outputs) if outputs else torch.empty(0)
+    return RowScores(**{k: np.concatenate(v) for k, v in parts.items()})
+
+
+@torch.no_grad()
+def prediction_summary(model: nn.Module, data: TrainingTensors, spec: PipelineSpec) -> np.ndarray:
+    """One number per row describing the model's output, for drift monitoring (float64).
+
+    Binary: the probability; regression: the value; multiclass: the top class's probability (how sure the model
+    is); language model: the row's mean token loss (how surprising the text is to the model). None of these
+    needs the label.
+    """
+    objective = objective_for(spec)
+    if objective.kind in ("binary", "regression"):
+        raw = score_rows(model, data, objective).raw
+        assert raw is not None
+        return 1.0 / (1.0 + np.exp(-raw)) if objective.kind == "binary" else raw
+    if objective.kind == "language_model":
+        scores = score_rows(model, data, objective)
+        assert scores.nll is not None and scores.count is not None
+        return scores.nll / np.maximum(scores.count, 1.0)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts = []
+    for start in range(0, len(data), EVAL_BATCH):
+        batch = data.rows(start, start + EVAL_BATCH).to(device)
+        with _autocast(device):
+            parts.append(torch.softmax(model(batch.inputs).float(), dim=1).amax(dim=1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
+
+
+def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().cpu().numpy()
 
 
 def row_losses(model: nn.Module, data: TrainingTensors, spec: PipelineSpec) -> np.ndarray:
-    """Each row's loss under ``model`` (float64, unweighted): the sampler's importance signal.
+    """Each row's loss under ``model`` (float64, unweighted; per token for a language model): the sampler's
+    importance signal.
 
-    Build ``data`` from silver rows with :func:`~rt_training.training.data.tensors_from_arrow`; the result
-    is aligned with those rows.
+    Build ``data`` from silver rows with :func:`~rt_training.training.data.tensors_from_arrow` and the model's
+    own feature state; the result is aligned with those rows.
     """
-    out = predict(model, data)
-    label = data.label.cpu()
-    if spec.label.kind == "binary":
-        per_row = F.binary_cross_entropy_with_logits(out, label, reduction="none")
-    else:
-        per_row = F.mse_loss(out, label, reduction="none")
-    return per_row.numpy().astype(np.float64)
+    objective = objective_for(spec)
+    return objective.row_losses(score_rows(model, data, objective), _numpy(data.label)).astype(np.float64)
 
 
 def evaluate(model: nn.Module, data: TrainingTensors, spec: PipelineSpec) -> tuple[float, float]:
     """``(loss, metric)`` of ``model`` on ``data`` with the spec's loss and metric (``nan`` on no rows)."""
     if len(data) == 0:
         return math.nan, math.nan
-    out = predict(model, data)
-    label, weight = data.label.cpu(), None if data.weight is None else data.weight.cpu()
-    loss = float(batch_loss(out, label, weight, spec.label.kind))
-    w = None if weight is None else weight.numpy()
-    metric = compute_metric(spec.training.metric, label.numpy(), out.numpy(), spec.label.kind, w)
-    return loss, metric
+    objective = objective_for(spec)
+    scores = score_rows(model, data, objective)
+    label, weight = _numpy(data.label), _numpy(data.weight)
+    return (
+        objective.mean_loss(scores, label, weight),
+        objective.metric(spec.training.metric, scores, label, weight),
+    )
 
 
 def _downsample(values: list[float], points: int = CURVE_POINTS) -> list[tuple[int, float]]:
@@ -188,6 +220,7 @@ def _downsample(values: list[float], points: int = CURVE_POINTS) -> list[tuple[i
 
 def train(
     spec: PipelineSpec,
+    state: FeatureState,
     train_data: TrainingTensors,
     valid_data: TrainingTensors,
     *,
@@ -202,6 +235,10 @@ def train(
 
     Parameters
     ----------
+    state
+        The feature state ``train_data`` and ``valid_data`` were made with; it sizes the model's embeddings
+        and output. It may have grown against the checkpoint's (new vocabulary entries or classes): the
+        checkpoint's rows are kept and the new rows start fresh (:func:`grow_state_dict`).
     init_checkpoint
         A verified checkpoint dict (the champion) to warm-start from, weights and optimizer state; ``None``
         trains
@@ -226,16 +263,19 @@ def train(
     # Same seed on every rank: identical initial weights and batch order (DDP also broadcasts rank 0's
     # weights).
     torch.manual_seed(policy.seed)
-    model = build_model(spec).to(device)
+    model = build_model(spec, state).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=policy.learning_rate, weight_decay=policy.weight_decay
     )
-    start_step = 0
+    start_step, grown = 0, False
     if init_checkpoint is not None:
-        check_compatible(init_checkpoint, spec)
-        model.load_state_dict(init_checkpoint["model"])
-        if init_checkpoint.get("optimizer") is not None:
-            # Adam's moment estimates carry over, so the first steps on new data are not a cold restart.
+        check_compatible(init_checkpoint, spec, state)
+        old = init_checkpoint["model"]
+        grown = any(old[k].shape != v.shape for k, v in model.state_dict().items() if k in old)
+        model.load_state_dict(grow_state_dict(old, model))
+        if init_checkpoint.get("optimizer") is not None and not grown:
+            # Adam's moment estimates carry over, so the first steps on new data are not a cold restart. When an
+            # embedding or the output grew, the saved moments no longer match the parameters: start them fresh.
             optimizer.load_state_dict(init_checkpoint["optimizer"])
             for group in optimizer.param_groups:
                 group["lr"], group["weight_decay"] = policy.learning_rate, policy.weight_decay
@@ -252,6 +292,7 @@ def train(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    objective = objective_for(spec)
     batches = EpochBatches(len(train_data), policy.batch_size, policy.seed, rank, world)
     losses: list[float] = []
     best_score, best_epoch, bad_epochs = -math.inf, 0, 0
@@ -263,6 +304,9 @@ def train(
     monitor: str | None = None
     step, epochs_run, stopped_early, train_seconds, last_epoch_loss = 0, 0, False, 0.0, math.nan
     rows_trained = 0
+    lm_field = objective.text_field or None
+    # Summed on the device and read once at the end: an .item() per step would sync the GPU every step.
+    tokens_trained = torch.zeros((), dtype=torch.int64, device=device)
 
     for epoch in range(1, policy.epochs + 1):
         model.train()
@@ -276,14 +320,16 @@ def train(
                 break
             batch = epoch_data.rows(start, start + batches.local_batch)
             with _autocast(device):
-                output = model(batch.numeric, batch.categorical)
-            loss = batch_loss(output, batch.label, batch.weight, spec.label.kind)
+                output = model(batch.inputs)
+            loss = objective.loss(output, batch.label, batch.weight, batch.inputs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if policy.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), policy.grad_clip)
             optimizer.step()
             epoch_losses.append(loss.detach())  # no .item() here: it would sync the GPU every step
+            if lm_field:
+                tokens_trained += batch.inputs[lm_field + MASK_SUFFIX].sum()
             step += 1
             rows_since_log += len(batch) * world
             epoch_rows += len(batch) * world
@@ -368,6 +414,8 @@ def train(
         train_seconds=train_seconds,
         device=str(device),
         world_size=world,
+        tokens_per_s=int(tokens_trained) * world / max(train_seconds, 1e-9) if lm_field else None,
+        grown=grown,
         model=raw_model.eval(),
         optimizer_state=final_optimizer,
     )

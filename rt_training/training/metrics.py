@@ -22,7 +22,14 @@ from scipy.special import expit
 
 ArrayLike = npt.ArrayLike
 
-HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "accuracy": True, "log_loss": False, "rmse": False}
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "auc": True,
+    "accuracy": True,
+    "log_loss": False,
+    "rmse": False,
+    "perplexity": False,
+    "token_loss": False,
+}
 
 METRIC_SPLIT_KEY = "metric_split"
 """Lineage key of a registry ``promoted``/``rejected`` event saying which data its metric was measured on."""

@@ -1,10 +1,11 @@
-"""Silver-like feature rows labelled by a random teacher model: a known answer for a spec's model to learn.
+"""Silver-like rows labelled by a random teacher model: a known answer for a spec's model to learn.
 
-:class:`LinearTeacher` draws, for any spec, one weight per numeric feature and one effect per category of each
-small-vocabulary categorical feature (large hash-bucket features carry no signal: a few thousand rows cannot
-learn thousands of effects). :meth:`LinearTeacher.table` then samples rows with the silver layout that
-training reads: the Kafka coordinates and ``_ingested_at``, the id, event-time and label fields, ``num__*``
-(float32, already standardized) and ``cat__*`` (int32). Tests and the training benchmark use it to exercise
+:class:`LinearTeacher` draws, for any tabular spec, one weight per numeric feature and one effect per value of
+each small categorical feature (large hash-bucket pools carry no signal: a few thousand rows cannot learn
+thousands of effects). :meth:`LinearTeacher.table` then samples rows with the silver layout that training
+reads: the Kafka coordinates and ``_ingested_at``, the id, event-time and label fields, and each feature's raw
+field (numeric values whose standardized feature is a standard normal under the spec's transform and
+statistics, categorical values from the vocabulary, a pool of ``<field>_<n>`` names, or small ints). Tests and the training benchmark use it to exercise
 training without the stream: for raw events that go through parsing and cleaning, see
 :mod:`rt_training.stream.synthetic`.
 
@@ -24,30 +25,56 @@ import numpy as np
 import pyarrow as pa
 
 from rt_training.spec import PipelineSpec
-from rt_training.training.models import FeatureInfo
+from rt_training.spec.models import CategoricalFeature, NumericFeature
 
 _SIGNAL_MAX_CARDINALITY = 64
-_ARROW_LABEL = {"int": pa.int64(), "bool": pa.bool_(), "float": pa.float64()}
+_LEARNED_POOL = 16
+_HASHED_POOL_PER_BUCKET = 2
+_ARROW = {"int": pa.int64(), "bool": pa.bool_(), "float": pa.float64(), "string": pa.string()}
+
+
+def _inverse_transform(z: np.ndarray, feature: NumericFeature) -> np.ndarray:
+    """A raw value whose feature (transform, then the spec's or a unit scaling) is ``z``."""
+    x = (feature.mean or 0.0) + (feature.std or 1.0) * z
+    return np.expm1(x) if feature.transform == "log1p" else x
 
 
 class LinearTeacher:
-    """A random linear model over the spec's features: ``logit = w·num + Σ effect[cat] + bias``."""
+    """A random linear model over the spec's numeric and categorical features:
+    ``logit = w·z + Σ effect[category] + bias``, where ``z`` is each numeric feature's standardized value."""
 
     def __init__(self, spec: PipelineSpec, seed: int = 0, scale: float = 1.0) -> None:
         self.spec = spec
-        self.features = FeatureInfo.from_spec(spec)
         rng = np.random.default_rng((seed, 1))
-        self.weights = rng.normal(0.0, scale, len(self.features.numeric))
+        self.numeric = list(spec.features.numeric)
+        self.categorical = list(spec.features.categorical)
+        self.pools = [self._pool(c) for c in self.categorical]
+        self.weights = rng.normal(0.0, scale, len(self.numeric))
         self.effects = [
-            rng.normal(0.0, scale, card) if card <= _SIGNAL_MAX_CARDINALITY else np.zeros(card)
-            for card in self.features.cardinalities
+            rng.normal(0.0, scale, len(pool)) if len(pool) <= _SIGNAL_MAX_CARDINALITY else np.zeros(len(pool))
+            for pool in self.pools
         ]
         self.bias = 0.0
 
-    def logits(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        out = numeric.astype(np.float64) @ self.weights + self.bias
+    def _pool(self, feature: CategoricalFeature) -> list[object]:
+        """The values a categorical field takes here, typed like the schema field."""
+        kind = self.spec.schema_.fields[feature.name].type
+        if kind == "bool":
+            return [False, True]
+        if feature.vocabulary is not None:
+            values: list[str] = list(feature.vocabulary)
+        elif feature.hash_buckets is not None:
+            values = [f"{feature.name}_{k}" for k in range(_HASHED_POOL_PER_BUCKET * feature.hash_buckets)]
+        else:
+            values = [f"{feature.name}_{k}" for k in range(_LEARNED_POOL)]
+        if kind == "int":
+            return [int(v) if v.lstrip("-").isdigit() else k for k, v in enumerate(values)]
+        return values
+
+    def logits(self, z: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        out = z.astype(np.float64) @ self.weights + self.bias
         for j, effect in enumerate(self.effects):
-            out += effect[categorical[:, j]]
+            out += effect[codes[:, j]]
         return out
 
     def table(
@@ -64,18 +91,18 @@ class LinearTeacher:
         """``rows`` silver-like rows; offsets count from ``start_offset`` per partition, times from
         ``start_time``."""
         spec, rng = self.spec, np.random.default_rng((seed, 2))
-        numeric = rng.normal(0.0, 1.0, (rows, len(self.features.numeric))).astype(np.float32)
-        categorical = np.zeros((rows, len(self.features.cardinalities)), dtype=np.int64)
-        for j, card in enumerate(self.features.cardinalities):
-            categorical[:, j] = rng.integers(0, card, rows)
-        logits = self.logits(numeric, categorical)
+        fields = spec.schema_.fields
+        z = rng.normal(0.0, 1.0, (rows, len(self.numeric))).astype(np.float32)
+        codes = np.zeros((rows, len(self.pools)), dtype=np.int64)
+        for j, pool in enumerate(self.pools):
+            codes[:, j] = rng.integers(0, len(pool), rows)
+        logits = self.logits(z, codes)
         if spec.label.kind == "binary":
             label = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.int64)
         else:
             label = logits + rng.normal(0.0, 0.5, rows)
         i = np.arange(rows)
         times = np.datetime64(start_time.replace(tzinfo=None), "us") + i * np.timedelta64(interval, "us")
-        label_type = _ARROW_LABEL[spec.schema_.fields[spec.label.field].type]
         columns: dict[str, pa.Array] = {
             "_topic": pa.array([topic or spec.source.topic] * rows, pa.string()),
             "_partition": pa.array(i % partitions, pa.int32()),
@@ -83,12 +110,17 @@ class LinearTeacher:
             "_ingested_at": pa.array(times, pa.timestamp("us", tz="UTC")),
             spec.id_field: self._ids(rows, seed, start_offset),
             spec.time_field: pa.array(times, pa.timestamp("us", tz="UTC")),
-            spec.label.field: pa.array(label).cast(label_type),
+            spec.label.field: pa.array(label).cast(_ARROW[fields[spec.label.field].type]),
         }
-        for j, name in enumerate(self.features.numeric_columns):
-            columns[name] = pa.array(numeric[:, j], pa.float32())
-        for j, name in enumerate(self.features.categorical_columns):
-            columns[name] = pa.array(categorical[:, j].astype(np.int32), pa.int32())
+        for j, feature in enumerate(self.numeric):
+            raw = _inverse_transform(z[:, j].astype(np.float64), feature)
+            kind = fields[feature.name].type
+            if kind == "int":
+                raw = np.round(raw)
+            columns[feature.name] = pa.array(raw > 0 if kind == "bool" else raw).cast(_ARROW[kind])
+        for j, feature in enumerate(self.categorical):
+            values = [self.pools[j][k] for k in codes[:, j]]
+            columns[feature.name] = pa.array(values, _ARROW[fields[feature.name].type])
         return pa.table(columns)
 
     def _ids(self, rows: int, seed: int, start_offset: int) -> pa.Array:
