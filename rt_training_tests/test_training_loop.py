@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 import torch
 from deltalake import write_deltalake
+from rt_training.features.state import fit_feature_state
 
 from rt_training.spec import load_spec
 from rt_training.training.checkpoints import (
@@ -23,14 +24,21 @@ from rt_training.training.data import (
     SAMPLE_WEIGHT_COLUMN,
     EpochBatches,
     TrainingDataError,
-    read_training_set,
+    read_training_rows,
     tensors_from_arrow,
 )
-from rt_training.training.loop import batch_loss, evaluate, predict, row_losses, train
-from rt_training.training.models import FeatureInfo, ModelFactoryError, build_model
+from rt_training.training.loop import evaluate, prediction_summary, row_losses, train
+from rt_training.training.models import ModelFactoryError, build_model
+from rt_training.training.objectives import objective_for
 from rt_training.training.teacher import LinearTeacher
 
 torch.set_num_threads(1)
+
+
+def fitted(spec, table, previous=None):
+    """The feature state fitted on ``table`` (as a training run does) and the table's tensors under it."""
+    state = fit_feature_state(spec, table, previous, cold_start=previous is None, seed=spec.training.seed)
+    return state, tensors_from_arrow(table, spec, state)
 
 
 def make_spec(model=None, **training):
@@ -51,14 +59,14 @@ def test_training_learns_the_hidden_model(tmp_path):
     spec = make_spec(epochs=5, early_stopping_patience=5)
     teacher = LinearTeacher(spec, seed=3)
     uri = write_table(tmp_path / "training_set", teacher.table(4000, seed=1))
-    data = read_training_set(uri, 0, spec)
+    state, data = fitted(spec, read_training_rows(uri, 0, spec))
     train_part, valid_part = data.split(0.1, seed=spec.training.seed)
     assert (len(train_part), len(valid_part)) == (3600, 400)
 
     progress = []
-    result = train(spec, train_part, valid_part, log_every=10, progress=progress.append)
+    result = train(spec, state, train_part, valid_part, log_every=10, progress=progress.append)
 
-    holdout = tensors_from_arrow(teacher.table(3000, seed=99), spec)
+    holdout = tensors_from_arrow(teacher.table(3000, seed=99), spec, state)
     _, holdout_auc = evaluate(result.model, holdout, spec)
     assert holdout_auc > 0.75
     assert result.metrics["auc"] > 0.7
@@ -74,9 +82,9 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     # Labels independent of the features: validation loss stops improving quickly, a big lr makes it worse.
     spec = make_spec(epochs=30, early_stopping_patience=2, learning_rate=0.05, metric="log_loss")
     table = LinearTeacher(spec, seed=3, scale=0.0).table(1500, seed=1)
-    data = tensors_from_arrow(table, spec)
+    state, data = fitted(spec, table)
     train_part, valid_part = data.split(0.2, seed=0)
-    result = train(spec, train_part, valid_part)
+    result = train(spec, state, train_part, valid_part)
     assert result.stopped_early
     assert result.epochs == result.best_epoch + 2
     assert evaluate(result.model, valid_part, spec)[1] == pytest.approx(result.metrics["log_loss"], abs=1e-6)
@@ -84,22 +92,23 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
 
 def test_same_seed_same_weights_on_cpu():
     spec = make_spec(epochs=2)
-    data = tensors_from_arrow(LinearTeacher(spec, seed=3).table(1200, seed=1), spec)
+    state, data = fitted(spec, LinearTeacher(spec, seed=3).table(1200, seed=1))
     train_part, valid_part = data.split(0.1, seed=0)
-    a = train(spec, train_part, valid_part)
-    b = train(spec, train_part, valid_part)
-    c = train(make_spec(epochs=2, seed=8), train_part, valid_part)
+    a = train(spec, state, train_part, valid_part)
+    b = train(spec, state, train_part, valid_part)
+    c = train(make_spec(epochs=2, seed=8), state, train_part, valid_part)
     assert state_digest(a.model) == state_digest(b.model)
     assert a.loss_curve == b.loss_curve
     assert state_digest(a.model) != state_digest(c.model)
 
 
-def _checkpoint_of(result, spec):
+def _checkpoint_of(result, spec, state):
     return build_checkpoint(
         checkpoint_id="champion",
         model=result.model,
         optimizer_state=result.optimizer_state,
         spec=spec,
+        state=state,
         step=result.total_steps,
         epoch=result.epochs,
         metrics=result.metrics,
@@ -116,29 +125,36 @@ def test_warm_start_continues_from_the_champion():
     """
     spec = make_spec(model={"dropout": 0.0}, epochs=3)
     teacher = LinearTeacher(spec, seed=3)
-    old = tensors_from_arrow(teacher.table(3000, seed=1), spec)
-    champion = train(spec, *old.split(0.1, seed=0))
-    checkpoint = _checkpoint_of(champion, spec)
+    state, old = fitted(spec, teacher.table(3000, seed=1))
+    champion = train(spec, state, *old.split(0.1, seed=0))
+    checkpoint = _checkpoint_of(champion, spec, state)
 
-    new_train, new_valid = tensors_from_arrow(teacher.table(2000, seed=2), spec).split(0.1, seed=0)
-    warm = train(spec, new_train, new_valid, init_checkpoint=checkpoint, max_steps=1)
-    scratch = train(spec, new_train, new_valid, max_steps=1)
+    new_train, new_valid = tensors_from_arrow(teacher.table(2000, seed=2), spec, state).split(0.1, seed=0)
+    warm = train(spec, state, new_train, new_valid, init_checkpoint=checkpoint, max_steps=1)
+    scratch = train(spec, state, new_train, new_valid, max_steps=1)
 
     first = next(EpochBatches(len(new_train), spec.training.batch_size, spec.training.seed).batches(0))
     batch = new_train.take(first)
     with torch.no_grad():
-        champion_loss = batch_loss(
-            champion.model(batch.numeric, batch.categorical), batch.label, batch.weight, "binary"
-        ).item()
+        champion_loss = (
+            objective_for(spec)
+            .loss(champion.model(batch.inputs), batch.label, batch.weight, batch.inputs)
+            .item()
+        )
     assert warm.loss_first == pytest.approx(champion_loss, abs=1e-6)
     assert warm.loss_first < scratch.loss_first - 0.05  # a warm start is not a cold one
     assert warm.total_steps == champion.total_steps + 1
 
     # Dropout on: compare in eval mode.
     spec_d = make_spec(model={"dropout": 0.3}, epochs=2)
-    champion_d = train(spec_d, *old.split(0.1, seed=0))
+    champion_d = train(spec_d, state, *old.split(0.1, seed=0))
     warm_d = train(
-        spec_d, new_train, new_valid, init_checkpoint=_checkpoint_of(champion_d, spec_d), max_steps=1
+        spec_d,
+        state,
+        new_train,
+        new_valid,
+        init_checkpoint=_checkpoint_of(champion_d, spec_d, state),
+        max_steps=1,
     )
     assert warm_d.initial_validation_loss == pytest.approx(
         evaluate(champion_d.model, new_valid, spec_d)[0], abs=1e-6
@@ -147,11 +163,11 @@ def test_warm_start_continues_from_the_champion():
 
 def test_warm_start_refuses_a_checkpoint_for_another_model():
     spec = make_spec(epochs=1)
-    data = tensors_from_arrow(LinearTeacher(spec, seed=3).table(600, seed=1), spec)
-    result = train(spec, *data.split(0.1, seed=0))
+    state, data = fitted(spec, LinearTeacher(spec, seed=3).table(600, seed=1))
+    result = train(spec, state, *data.split(0.1, seed=0))
     other = make_spec(model={"hidden": [16]})
     with pytest.raises(IncompatibleCheckpointError, match="hidden"):
-        train(other, *data.split(0.1, seed=0), init_checkpoint=_checkpoint_of(result, spec))
+        train(other, state, *data.split(0.1, seed=0), init_checkpoint=_checkpoint_of(result, spec, state))
 
 
 def test_epoch_batches_shard_disjointly_and_equally():
@@ -182,37 +198,27 @@ def test_sample_weights_are_read_and_used(tmp_path):
     weighted_uri = write_table(tmp_path / "weighted", mixed.append_column(SAMPLE_WEIGHT_COLUMN, weights))
     plain_uri = write_table(tmp_path / "plain", mixed)
 
-    weighted = read_training_set(weighted_uri, 0, spec)
-    plain = read_training_set(plain_uri, 0, spec)
+    state, weighted = fitted(spec, read_training_rows(weighted_uri, 0, spec))
+    plain = tensors_from_arrow(read_training_rows(plain_uri, 0, spec), spec, state)
     assert weighted.weight is not None and float(weighted.weight.sum()) == 3000.0
     assert plain.weight is None
 
-    holdout = tensors_from_arrow(teacher.table(3000, seed=99), spec)
-    auc_weighted = evaluate(train(spec, *weighted.split(0.1, seed=0)).model, holdout, spec)[1]
-    auc_plain = evaluate(train(spec, *plain.split(0.1, seed=0)).model, holdout, spec)[1]
+    holdout = tensors_from_arrow(teacher.table(3000, seed=99), spec, state)
+    auc_weighted = evaluate(train(spec, state, *weighted.split(0.1, seed=0)).model, holdout, spec)[1]
+    auc_plain = evaluate(train(spec, state, *plain.split(0.1, seed=0)).model, holdout, spec)[1]
     assert auc_weighted > 0.75
     assert abs(auc_plain - 0.5) < 0.1
 
 
-def test_weighted_batch_loss_by_hand():
-    out = torch.tensor([0.0, 0.0])
-    label = torch.tensor([1.0, 0.0])
-    # BCE of logit 0 is ln 2 for either label; squared error: (0-1)^2 = 1 and 0.
-    assert batch_loss(out, label, torch.tensor([3.0, 1.0]), "binary").item() == pytest.approx(
-        0.693147, abs=1e-6
-    )
-    assert batch_loss(out, label, torch.tensor([3.0, 1.0]), "regression").item() == pytest.approx(0.75)
-
-
 def test_row_losses_average_to_the_validation_loss():
     spec = make_spec(epochs=1)
-    data = tensors_from_arrow(LinearTeacher(spec, seed=3).table(800, seed=1), spec)
-    result = train(spec, *data.split(0.1, seed=0))
+    state, data = fitted(spec, LinearTeacher(spec, seed=3).table(800, seed=1))
+    result = train(spec, state, *data.split(0.1, seed=0))
     losses = row_losses(result.model, data, spec)
     assert losses.shape == (800,) and (losses > 0).all()
     assert losses.mean() == pytest.approx(evaluate(result.model, data, spec)[0], rel=1e-5)
     # A row's loss is -log p(label): rows the model gets confidently wrong cost the most.
-    prob = torch.sigmoid(predict(result.model, data)).numpy()
+    prob = prediction_summary(result.model, data, spec)
     worst = losses.argmax()
     assert abs(prob[worst] - data.label[worst].item()) > 0.5
 
@@ -220,54 +226,40 @@ def test_row_losses_average_to_the_validation_loss():
 def test_bad_training_data_is_named(tmp_path):
     spec = make_spec()
     table = LinearTeacher(spec, seed=3).table(10, seed=1)
-    i = table.schema.get_field_index("cat__device")
-    out_of_range = table.set_column(i, "cat__device", pa.array([9] * 10, pa.int32()))
-    with pytest.raises(TrainingDataError, match=r"'cat__device' holds index 9, outside \[0, 4\)"):
-        tensors_from_arrow(out_of_range, spec)
-    with_null = table.set_column(i, "cat__device", pa.array([None] + [1] * 9, pa.int32()))
-    with pytest.raises(TrainingDataError, match="'cat__device' has 1 null"):
-        tensors_from_arrow(with_null, spec)
-    with pytest.raises(TrainingDataError, match=r"missing columns \['num__price'\]"):
-        tensors_from_arrow(table.drop_columns(["num__price"]), spec)
+    state, _ = fitted(spec, table)
+    i = table.schema.get_field_index("clicked")
+    with pytest.raises(TrainingDataError, match="binary label 'clicked' holds 2"):
+        tensors_from_arrow(table.set_column(i, "clicked", pa.array([2] * 10, pa.int64())), spec, state)
+    with pytest.raises(TrainingDataError, match="label 'clicked' has 1 null"):
+        tensors_from_arrow(
+            table.set_column(i, "clicked", pa.array([None] + [1] * 9, pa.int64())), spec, state
+        )
+    with pytest.raises(TrainingDataError, match=r"missing columns \['price'\]"):
+        tensors_from_arrow(table.drop_columns(["price"]), spec, state)
     with pytest.raises(TrainingDataError, match="no Delta table"):
-        read_training_set(str(tmp_path / "nowhere"), 0, spec)
+        read_training_rows(str(tmp_path / "nowhere"), 0, spec)
 
 
-def test_builtin_models_shapes():
-    spec = make_spec()
-    info = FeatureInfo.from_spec(spec)
-    assert info.cardinalities == (4, 11, 11, 1024, 2048)
-    num = torch.zeros(7, len(info.numeric))
-    cat = torch.zeros(7, len(info.categorical), dtype=torch.long)
-    assert build_model(spec)(num, cat).shape == (7,)
-    logistic = build_model(
-        spec.model_copy(update={"model": spec.model.model_copy(update={"builtin": "logistic"})})
-    )
-    # One weight per category (one-hot), then a linear head: a weight per numeric feature and per categorical
-    # feature (a scale on its one-dimensional embedding) and the bias.
-    n_params = sum(p.numel() for p in logistic.parameters())
-    assert n_params == sum(info.cardinalities) + len(info.numeric) + len(info.categorical) + 1
-    assert logistic(num, cat).shape == (7,)
-
-
-def test_user_model_factory(tmp_path, monkeypatch):
+def test_user_model_factory_takes_the_batch_dict(tmp_path, monkeypatch):
     (tmp_path / "my_models.py").write_text(
         textwrap.dedent(
             """
+            import torch
             from torch import nn
 
             class Linear(nn.Module):
-                def __init__(self, n):
+                def __init__(self, names):
                     super().__init__()
-                    self.lin = nn.Linear(n, 1)
+                    self.names = names
+                    self.lin = nn.Linear(len(names), 1)
 
-                def forward(self, numeric, categorical):
-                    return self.lin(numeric).squeeze(-1)
+                def forward(self, batch):
+                    return self.lin(torch.stack([batch[n] for n in self.names], dim=1)).squeeze(-1)
 
-            def make(spec, features):
-                return Linear(len(features.numeric))
+            def make(spec, state):
+                return Linear([i.name for i in state.inputs if i.kind == "numeric"])
 
-            def not_a_module(spec, features):
+            def not_a_module(spec, state):
                 return "linear"
             """
         )
@@ -279,15 +271,15 @@ def test_user_model_factory(tmp_path, monkeypatch):
         model = spec.model.model_copy(update={"factory": path, "builtin": None})
         return spec.model_copy(update={"model": model})
 
-    model = build_model(with_factory("my_models:make"))
+    state, data = fitted(spec, LinearTeacher(spec, seed=3).table(600, seed=1))
+    model = build_model(with_factory("my_models:make"), state)
     assert type(model).__name__ == "Linear"
-    data = tensors_from_arrow(LinearTeacher(spec, seed=3).table(600, seed=1), spec)
-    result = train(with_factory("my_models:make"), *data.split(0.1, seed=0))
-    assert result.steps > 0
+    result = train(with_factory("my_models:make"), state, *data.split(0.1, seed=0))
+    assert result.steps > 0 and result.metrics["auc"] > 0.5
     with pytest.raises(ModelFactoryError, match=r"returned str, not a torch\.nn\.Module"):
-        build_model(with_factory("my_models:not_a_module"))
+        build_model(with_factory("my_models:not_a_module"), state)
     with pytest.raises(ModelFactoryError, match="has no attribute 'missing'"):
-        build_model(with_factory("my_models:missing"))
+        build_model(with_factory("my_models:missing"), state)
     with pytest.raises(ModelFactoryError, match=r"cannot import module 'no_such_pkg\.models'"):
-        build_model(with_factory("no_such_pkg.models:make"))
+        build_model(with_factory("no_such_pkg.models:make"), state)
     sys.modules.pop("my_models", None)
