@@ -21,6 +21,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from rt_training.features.state import fit_feature_state
 
 from rt_training.clean.pipeline import clean_batch
 from rt_training.defs.factory import build_definitions
@@ -42,7 +43,7 @@ from rt_training.sampling.training_set import update_training_set
 from rt_training.spec import PipelineSpec, load_spec
 from rt_training.stream.synthetic import EventGenerator, SimulatedClock
 from rt_training.training.checkpoints import Lineage, build_checkpoint, new_checkpoint_id, save_checkpoint
-from rt_training.training.data import read_holdout, read_training_set, tensors_from_arrow
+from rt_training.training.data import read_holdout, read_training_rows, tensors_from_arrow
 from rt_training.training.loop import evaluate, train
 from rt_training.training.registry import Candidate, LoadedChampion, ModelRegistry
 
@@ -117,17 +118,19 @@ def build_lake(root: Path, drift_at: float | None) -> Built:
     assert info is not None and info.cut == CUT and update.rows_offered == 6000
     assert update.stats.label_shares["1"] > 0.3  # class-balanced: the stream has about 20%
 
-    data = read_training_set(info.uri, info.version, spec)
-    fit, valid = data.split(0.2, spec.training.seed)
-    result = train(spec, fit, valid, log_every=0)
+    rows = read_training_rows(info.uri, info.version, spec)
+    state = fit_feature_state(spec, rows, None, cold_start=True, seed=spec.training.seed)
+    fit, valid = tensors_from_arrow(rows, spec, state).split(0.2, spec.training.seed)
+    result = train(spec, state, fit, valid, log_every=0)
     holdout = read_holdout(lake.uri(spec.name, "silver"), spec, after=info.cut)
-    _, metric = evaluate(result.model, tensors_from_arrow(holdout, spec), spec)
+    _, metric = evaluate(result.model, tensors_from_arrow(holdout, spec, state), spec)
     lineage = Lineage(training_set_uri=info.uri, training_set_version=info.version)
     payload = build_checkpoint(
         checkpoint_id=new_checkpoint_id(),
         model=result.model,
         optimizer_state=result.optimizer_state,
         spec=spec,
+        state=state,
         step=result.total_steps,
         epoch=result.epochs,
         metrics=result.metrics,

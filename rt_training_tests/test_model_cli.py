@@ -7,21 +7,25 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from rt_training.features.state import fit_feature_state
 
 from rt_training.cli.main import cli
 from rt_training.spec import load_spec
 from rt_training.training.checkpoints import Lineage, build_checkpoint, new_checkpoint_id, save_checkpoint
 from rt_training.training.models import build_model
 from rt_training.training.registry import Candidate, ModelRegistry
+from rt_training.training.teacher import LinearTeacher
 
 
 def checkpoint(spec, directory: Path, auc: float, seed: int) -> Candidate:
     torch.manual_seed(seed)
+    state = fit_feature_state(spec, LinearTeacher(spec).table(50, seed=seed), None, cold_start=True, seed=0)
     payload = build_checkpoint(
         checkpoint_id=new_checkpoint_id(),
-        model=build_model(spec),
+        model=build_model(spec, state),
         optimizer_state=None,
         spec=spec,
+        state=state,
         step=0,
         epoch=0,
         metrics={"auc": auc},

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from deltalake import DeltaTable, write_deltalake
+from rt_training.features.state import fit_feature_state
 
 from rt_training.spec import load_spec
 from rt_training.training.checkpoints import (
@@ -13,7 +14,9 @@ from rt_training.training.checkpoints import (
     CheckpointCorruptError,
     CheckpointMissingError,
     Lineage,
+    Restored,
     build_checkpoint,
+    features_path,
     file_sha256,
     load_checkpoint,
     restore_model,
@@ -21,7 +24,7 @@ from rt_training.training.checkpoints import (
     sidecar_path,
     state_digest,
 )
-from rt_training.training.data import read_training_set, read_training_table, tensors_from_arrow
+from rt_training.training.data import read_training_rows, read_training_table, tensors_from_arrow
 from rt_training.training.gate import run_gate
 from rt_training.training.loop import train
 from rt_training.training.registry import Candidate, ModelRegistry, RegistryError
@@ -40,12 +43,17 @@ def world():
     """A hidden model, its spec and three trained models of clearly different quality on the same task."""
     spec = make_spec(epochs=4, early_stopping_patience=4)
     teacher = LinearTeacher(spec, seed=3)
-    data = tensors_from_arrow(teacher.table(4000, seed=1), spec)
-    good = train(spec, *data.split(0.1, seed=0))
-    weak = train(spec, *data.split(0.1, seed=0), max_steps=3)
+    rows = teacher.table(4000, seed=1)
+    state = fit_feature_state(spec, rows, None, cold_start=True, seed=0)
+    data = tensors_from_arrow(rows, spec, state)
+    good = train(spec, state, *data.split(0.1, seed=0))
+    weak = train(spec, state, *data.split(0.1, seed=0), max_steps=3)
     noise_spec = make_spec(epochs=2)
-    noise = tensors_from_arrow(LinearTeacher(spec, seed=4).table(2000, seed=1), spec)  # another hidden model
-    unrelated = train(noise_spec, *noise.split(0.1, seed=0))
+    noise_rows = LinearTeacher(spec, seed=4).table(2000, seed=1)  # another hidden model
+    noise_state = fit_feature_state(spec, noise_rows, None, cold_start=True, seed=0)
+    unrelated = train(
+        noise_spec, noise_state, *tensors_from_arrow(noise_rows, spec, noise_state).split(0.1, seed=0)
+    )
     holdout = teacher.table(2000, seed=50)
     return spec, teacher, {"good": good, "weak": weak, "unrelated": unrelated}, holdout
 
@@ -56,6 +64,7 @@ def save(result, spec, directory, checkpoint_id, lineage=None):
         model=result.model,
         optimizer_state=result.optimizer_state,
         spec=spec,
+        state=result.state,
         step=result.total_steps,
         epoch=result.epochs,
         metrics=result.metrics,
@@ -76,16 +85,22 @@ def test_checkpoint_round_trip_is_atomic_and_verified(world, tmp_path):
     saved = save(models["good"], spec, tmp_path, "ckpt-a")
     path = tmp_path / "ckpt-a.pt"
     assert saved.path == str(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-a.json", "ckpt-a.pt"]  # no temp files left
+    # No temp files left; the feature state is its own artifact beside the checkpoint.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-a.features.json", "ckpt-a.json", "ckpt-a.pt"]
     assert saved.sha256 == file_sha256(path)
-    assert json.loads(sidecar_path(path).read_text())["sha256"] == saved.sha256
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert sidecar["sha256"] == saved.sha256
+    assert (
+        sidecar["feature_state"]["sha256"] == file_sha256(features_path(path)) == models["good"].state.sha256
+    )
 
     payload = load_checkpoint(path)
     assert payload["format"] == CHECKPOINT_FORMAT and payload["id"] == "ckpt-a"
     assert payload["model_args"]["model"]["hidden"] == [64, 32]
     assert payload["optimizer"]["param_groups"][0]["lr"] == spec.training.learning_rate
     restored = restore_model(payload, spec)
-    assert state_digest(restored) == state_digest(models["good"].model)
+    assert state_digest(restored.model) == state_digest(models["good"].model)
+    assert restored.state.to_json() == models["good"].state.to_json()
 
 
 def test_flipped_byte_is_refused_before_loading(world, tmp_path):
@@ -121,19 +136,22 @@ def test_registry_gate_promotion_rejection_rollback_and_fallback(world, tmp_path
         registry.register(Candidate.from_saved(saved, "auc", models[name].metrics["auc"], {"name": name}))
         return saved
 
+    def restored(name):
+        return Restored(models[name].model, models[name].state)
+
     def gate_and_record(name, champion_name):
-        champion = models[champion_name].model if champion_name else None
-        decision = run_gate(spec, models[name].model, champion, holdout)
+        champion = restored(champion_name) if champion_name else None
+        decision = run_gate(spec, restored(name), champion, holdout)
         record = registry.promote if decision.promote else registry.reject
         record(f"ckpt-{name}", decision.reason, decision.candidate_metric, decision.champion_metric)
         return decision
 
     # 0. Too few held-out rows, or too short a span of event time: refused before any comparison.
     offer("weak")
-    few = run_gate(spec, models["weak"].model, None, holdout.slice(0, 150))
+    few = run_gate(spec, restored("weak"), None, holdout.slice(0, 150))
     assert not few.promote and "fewer than training.min_holdout_rows (200)" in few.reason
     short_spec = make_spec(min_holdout_span_s=300.0, holdout_window_s=600.0)
-    short = run_gate(short_spec, models["weak"].model, None, holdout)
+    short = run_gate(short_spec, restored("weak"), None, holdout)
     assert not short.promote and short.holdout_span_s == pytest.approx(199.9)
     assert "spans 199.9s of event time, less than training.min_holdout_span_s (5m)" in short.reason
 
@@ -170,7 +188,7 @@ def test_registry_gate_promotion_rejection_rollback_and_fallback(world, tmp_path
     assert (
         len(loaded.problems) == 1 and "ckpt-good" in loaded.problems[0] and good.sha256 in loaded.problems[0]
     )
-    assert state_digest(restore_model(loaded.checkpoint, spec)) == state_digest(models["weak"].model)
+    assert state_digest(restore_model(loaded.checkpoint, spec).model) == state_digest(models["weak"].model)
     assert registry.champion().checkpoint_id == "ckpt-good"  # loading does not move the pointer
 
     # 5. Rollback moves the pointer back in one commit; a second rollback has nowhere to go.
@@ -219,8 +237,9 @@ def test_lineage_rebuilds_the_exact_training_set(world, tmp_path):
     uri = str(tmp_path / "training_set")
     v0 = teacher.table(1500, seed=10)
     write_deltalake(uri, v0)
-    data = read_training_set(uri, 0, spec)
-    result = train(make_spec(epochs=1), *data.split(0.1, seed=0))
+    rows = read_training_rows(uri, 0, spec)
+    state = fit_feature_state(spec, rows, None, cold_start=True, seed=0)
+    result = train(make_spec(epochs=1), state, *tensors_from_arrow(rows, spec, state).split(0.1, seed=0))
     lineage = Lineage(
         training_set_uri=uri,
         training_set_version=0,

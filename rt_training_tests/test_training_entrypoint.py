@@ -71,7 +71,7 @@ def test_torchrun_two_ranks_train_in_sync_and_write_one_checkpoint(job):
     assert [p.name for p in checkpoints] == [f"{result['checkpoint']['id']}.pt"]
 
     payload = load_checkpoint(checkpoints[0])
-    assert state_digest(restore_model(payload, spec)) == digests[0]
+    assert state_digest(restore_model(payload, spec).model) == digests[0]
     lineage = payload["lineage"]
     assert lineage["training_set_version"] == 0 and lineage["silver_versions"] == {"silver": 0}
     assert lineage["spec_fingerprint"] == spec.fingerprint()

@@ -99,10 +99,12 @@ class TrainResult:
     """Whether the warm start grew embeddings or the output (new vocabulary entries or classes)."""
     model: nn.Module = field(repr=False)
     optimizer_state: dict[str, Any] = field(repr=False)
+    state: FeatureState = field(repr=False)
+    """The feature state the model's inputs are made with (saved with its checkpoint)."""
 
     def summary(self) -> dict[str, Any]:
-        """Everything but the model and optimizer, as JSON-able values."""
-        out = {k: v for k, v in self.__dict__.items() if k not in ("model", "optimizer_state")}
+        """Everything but the model, optimizer and feature state, as JSON-able values."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("model", "optimizer_state", "state")}
         out["loss_curve"] = [[s, v] for s, v in self.loss_curve]
         return out
 
@@ -418,4 +420,5 @@ def train(
         grown=grown,
         model=raw_model.eval(),
         optimizer_state=final_optimizer,
+        state=state,
     )
