@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from _common import write_result
+from rt_training.features.state import FeatureState, fit_feature_state
 
 from rt_training.clean import clean_batch
 from rt_training.spec import PipelineSpec, load_spec
@@ -66,9 +67,14 @@ def policy(spec: PipelineSpec, name: str) -> PipelineSpec:
     return spec.model_copy(update={"training": old})
 
 
-def fit(spec: PipelineSpec, data: TrainingTensors, init: dict[str, Any] | None) -> Any:
+def fit(
+    spec: PipelineSpec, rows: pa.Table, previous: FeatureState | None, init: dict[str, Any] | None
+) -> Any:
+    """Fit the feature state on ``rows`` as a training run does (growing ``previous``), then train."""
+    state = fit_feature_state(spec, rows, previous, cold_start=init is None, seed=spec.training.seed)
+    data: TrainingTensors = tensors_from_arrow(rows, spec, state)
     return train(
-        spec, *data.split(VALIDATION_FRACTION, spec.training.seed), init_checkpoint=init, log_every=0
+        spec, state, *data.split(VALIDATION_FRACTION, spec.training.seed), init_checkpoint=init, log_every=0
     )
 
 
@@ -80,30 +86,31 @@ def main() -> None:
     spec = load_spec()
     rows = silver_rows(spec, args.events, spec.training.seed)
     cut = rows.num_rows * 5 // 6
-    train_rows, holdout = rows.slice(0, cut), tensors_from_arrow(rows.slice(cut), spec, where="holdout")
+    train_rows, holdout = rows.slice(0, cut), rows.slice(cut)
     first, second = train_rows.slice(0, cut // 2), train_rows.slice(cut // 2)
-    results: dict[str, Any] = {"events": args.events, "train_rows": cut, "holdout_rows": len(holdout)}
+    results: dict[str, Any] = {"events": args.events, "train_rows": cut, "holdout_rows": holdout.num_rows}
     for name in ("old", "new"):
         s = policy(spec, name)
         start = time.perf_counter()
-        fresh = fit(s, tensors_from_arrow(train_rows, s), None)
+        fresh = fit(s, train_rows, None, None)
         fresh_s = time.perf_counter() - start
-        champion = fit(s, tensors_from_arrow(first, s), None)
+        champion = fit(s, first, None, None)
         payload = build_checkpoint(
             checkpoint_id="champion",
             model=champion.model,
             optimizer_state=champion.optimizer_state,
             spec=s,
+            state=champion.state,
             step=champion.total_steps,
             epoch=champion.epochs,
             metrics=champion.metrics,
             lineage=Lineage(),
         )
         start = time.perf_counter()
-        warm = fit(s, tensors_from_arrow(second, s), payload)
+        warm = fit(s, second, champion.state, payload)
         warm_s = time.perf_counter() - start
         for kind, result, seconds in (("fresh", fresh, fresh_s), ("warm", warm, warm_s)):
-            _, auc = evaluate(result.model, holdout, s)
+            _, auc = evaluate(result.model, tensors_from_arrow(holdout, s, result.state, where="holdout"), s)
             results[f"{name}_{kind}"] = {
                 "holdout_auc": round(auc, 4),
                 "epochs": result.epochs,
