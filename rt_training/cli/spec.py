@@ -24,9 +24,12 @@ def validate(path: str | None) -> None:
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
     model = f"factory {loaded.model.factory}" if loaded.model.factory else f"built-in {loaded.model.builtin}"
+    groups = ("numeric", "categorical", "text", "sequence", "vector")
+    counts = ", ".join(
+        f"{len(getattr(loaded.features, g))} {g}" for g in groups if getattr(loaded.features, g)
+    )
     click.echo(
         f"spec {loaded.name!r} is valid: topic {loaded.source.topic}, {len(loaded.schema_.fields)} fields, "
-        f"{len(loaded.numeric_feature_names)} numeric and {len(loaded.categorical_feature_names)} categorical "
-        f"features, label {loaded.label.field} ({loaded.label.kind}), model {model}, "
-        f"fingerprint {loaded.fingerprint()[:12]}"
+        f"features: {counts}, label {loaded.label.field} ({loaded.label.kind}, metric "
+        f"{loaded.training.metric}), model {model}, fingerprint {loaded.fingerprint()[:12]}"
     )
