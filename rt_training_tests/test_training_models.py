@@ -383,14 +383,12 @@ def test_compatible_allows_growth_and_says_why_not():
     assert compatible(have, model_args(make_spec("multiclass", dropout=0.3), State(INPUTS, 3))) is None
     assert compatible(model_args(spec, State(grown, 5)), have) == (
         "num_classes: 5 in the checkpoint, 3 now (classes are never removed); "
-        "input 'c' size: 8 in the checkpoint, 6 now (a size may grow, never shrink; a vector's dimension cannot "
-        "change); input 'h' size: 11 in the checkpoint, 9 now (a size may grow, never shrink; a vector's "
-        "dimension cannot change)"
+        "input 'c' size: 8 in the checkpoint, 6 now (it may grow, never shrink); "
+        "input 'h' size: 11 in the checkpoint, 9 now (it may grow, never shrink)"
     )
     wider = (*INPUTS[:-1], InputInfo("emb", "vector", size=4))
     assert compatible(have, model_args(spec, State(wider, 3))) == (
-        "input 'emb' size: 3 in the checkpoint, 4 now (a size may grow, never shrink; a vector's dimension cannot "
-        "change)"
+        "input 'emb' size: 3 in the checkpoint, 4 now (a vector's dimension cannot change)"
     )
     assert compatible(have, model_args(make_spec("multiclass", embedding_dim=6), State(INPUTS, 3))) == (
         "model.embedding_dim: 4 in the checkpoint, 6 now"
@@ -398,10 +396,18 @@ def test_compatible_allows_growth_and_says_why_not():
     assert compatible(have, model_args(spec, State(INPUTS[1:], 3))).startswith(
         "inputs (name, kind, missing indicator): [('x', 'numeric', False), ('n', 'numeric', True)"
     )
+
+    def body(max_length):
+        return tuple(InputInfo("body", "text", 40, max_length) if i.name == "body" else i for i in INPUTS)
+
+    assert compatible(have, model_args(spec, State(body(16), 3))) is None
+    assert compatible(have, model_args(spec, State(body(8), 3))) == (
+        "input 'body' max_length: 12 in the checkpoint, 8 now (it may grow, never shrink)"
+    )
     binary = model_args(make_spec("binary"), State(INPUTS))
     assert compatible(have, binary) == (
         "label_field: 'k' in the checkpoint, 'y' now; label_kind: 'multiclass' in the checkpoint, 'binary' now; "
-        "num_classes: 3 in the checkpoint, None now (classes are never removed)"
+        "num_classes: 3 in the checkpoint, None now"
     )
 
 

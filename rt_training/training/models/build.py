@@ -160,11 +160,12 @@ def compatible(have: dict[str, Any], want: dict[str, Any]) -> str | None:
         if have.get(key) != want.get(key):
             reasons.append(f"{key}: {have.get(key)!r} in the checkpoint, {want.get(key)!r} now")
     have_classes, want_classes = have.get("num_classes"), want.get("num_classes")
-    if (have_classes is None) != (want_classes is None) or (
-        have_classes is not None and want_classes is not None and want_classes < have_classes
-    ):
+    if have_classes is None or want_classes is None:
+        if have_classes != want_classes:
+            reasons.append(f"num_classes: {have_classes!r} in the checkpoint, {want_classes!r} now")
+    elif want_classes < have_classes:
         reasons.append(
-            f"num_classes: {have_classes!r} in the checkpoint, {want_classes!r} now (classes are never removed)"
+            f"num_classes: {have_classes} in the checkpoint, {want_classes} now (classes are never removed)"
         )
     reasons += _input_reasons(have.get("inputs", []), want.get("inputs", []))
     return "; ".join(reasons) or None
@@ -182,10 +183,15 @@ def _input_reasons(have: list[dict[str, Any]], want: list[dict[str, Any]]) -> li
     for old, new in zip(have, want, strict=True):
         for key in _GROWING:
             before, after = old.get(key), new.get(key)
-            grows = before is not None and after is not None and after >= before and old["kind"] != "vector"
-            if before != after and not grows:
-                reasons.append(
-                    f"input {old['name']!r} {key}: {before!r} in the checkpoint, {after!r} now (a size may grow, "
-                    "never shrink; a vector's dimension cannot change)"
-                )
+            if before == after:
+                continue
+            if old["kind"] == "vector":
+                why = "a vector's dimension cannot change"
+            elif before is None or after is None or after < before:
+                why = "it may grow, never shrink"
+            else:
+                continue
+            reasons.append(
+                f"input {old['name']!r} {key}: {before!r} in the checkpoint, {after!r} now ({why})"
+            )
     return reasons
