@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from clean_support import TYPED_SPEC
 from deltalake import DeltaTable
 
 from rt_training.lake.tables import (
@@ -113,6 +114,22 @@ def test_silver_schema_follows_another_spec() -> None:
         ("celsius", pa.float64()),
         ("site", pa.string()),
         ("alarm", pa.int64()),
+    ]
+
+
+def test_silver_schema_of_text_list_and_vector_fields() -> None:
+    spec = parse_spec(TYPED_SPEC)
+    assert [(f.name, f.type) for f in silver_schema(spec)][4:] == [
+        ("doc_id", pa.string()),
+        ("ts", US),
+        ("body", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("counts", pa.list_(pa.int64())),
+        ("scores", pa.list_(pa.float64())),
+        ("emb", pa.list_(pa.float32())),
+        ("bucket", pa.int64()),
+        ("flag", pa.bool_()),
+        ("y", pa.int64()),
     ]
 
 
