@@ -38,11 +38,13 @@ TINY_SPEC = parse_spec(
             "time_field": "t",
             "fields": {"id": {"type": "string"}, "t": {"type": "timestamp"}},
         },
-        "features": {"categorical": [{"name": "id", "hash_buckets": 8}]},
-        "label": {"field": "t"},
+        "features": {"text": [{"name": "id"}]},
+        "label": {"field": "id", "kind": "language_model"},
+        "model": {"builtin": "causal_lm"},
     }
 )
-"""A two-field spec (string id, timestamp) for parsers and faults that need no demo fields."""
+"""A two-field spec (string id, timestamp) for parsers and faults that need no demo fields (the smallest valid
+spec on two fields: a language model of the id)."""
 
 DROP = object()
 """Pass as a field value to :func:`event` to leave the field out."""
@@ -137,4 +139,60 @@ SENSOR_VALID: dict[str, Any] = {
 def reading(**changes: Any) -> bytes:
     """A valid sensor reading as JSON bytes, with fields changed (``DROP`` removes one)."""
     doc = {k: v for k, v in {**SENSOR_VALID, **changes}.items() if v is not DROP}
+    return json.dumps(doc).encode()
+
+
+TYPED_SPEC: dict[str, Any] = {
+    "name": "typed",
+    "source": {"topic": "docs"},
+    "schema": {
+        "id_field": "doc_id",
+        "time_field": "ts",
+        "fields": {
+            "doc_id": {"type": "string"},
+            "ts": {"type": "timestamp"},
+            "body": {"type": "text", "max_length": 20},
+            "tags": {"type": "list", "items": "string", "max_length": 3},
+            "counts": {"type": "list", "items": "int", "min": 0, "max": 100},
+            "scores": {
+                "type": "list",
+                "items": "float",
+                "min": -1,
+                "max": 1,
+                "required": False,
+                "default": [],
+            },
+            "emb": {"type": "vector", "dim": 3, "min": -10, "max": 10},
+            "bucket": {"type": "int"},
+            "flag": {"type": "bool"},
+            "y": {"type": "int", "min": 0, "max": 1},
+        },
+    },
+    "features": {
+        "text": [{"name": "body"}],
+        "sequence": [{"name": "tags"}, {"name": "counts"}, {"name": "scores"}],
+        "vector": [{"name": "emb"}],
+        "categorical": [{"name": "bucket"}, {"name": "flag", "vocabulary": [True, False]}],
+    },
+    "label": {"field": "y", "kind": "binary"},
+}
+"""Every new field type: text, lists of strings, ints and floats, a vector; categorical int and bool fields."""
+
+TYPED_VALID: dict[str, Any] = {
+    "doc_id": "d-1",
+    "ts": 1_704_110_400_000,
+    "body": "hello world",
+    "tags": ["news", "sport"],
+    "counts": [1, 2, 3],
+    "scores": [0.5, -0.25],
+    "emb": [0.5, -1.5, 2.0],
+    "bucket": 7,
+    "flag": True,
+    "y": 1,
+}
+
+
+def document(**changes: Any) -> bytes:
+    """A valid typed document as JSON bytes, with fields changed (``DROP`` removes one)."""
+    doc = {k: v for k, v in {**TYPED_VALID, **changes}.items() if v is not DROP}
     return json.dumps(doc).encode()

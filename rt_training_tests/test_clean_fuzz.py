@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clean_support import SENSOR_SPEC, bronze, event
+from clean_support import SENSOR_SPEC, TYPED_SPEC, TYPED_VALID, bronze, event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +16,7 @@ from rt_training.spec import load_spec, parse_spec
 
 DEMO = load_spec()
 SENSORS = parse_spec(SENSOR_SPEC)
+TYPED = parse_spec(TYPED_SPEC)
 
 # every Unicode code point, lone surrogates and NUL included
 TEXT = st.text(st.characters(codec=None, categories=None), max_size=12)
@@ -41,7 +42,22 @@ RIGHT_TYPED: dict[str, st.SearchStrategy[Any]] = {
     "float": st.floats(allow_nan=True, allow_infinity=True),
     "bool": st.booleans(),
     "timestamp": st.integers(min_value=-(10**16), max_value=10**16) | TEXT,
+    "text": TEXT,
 }
+NUMBERS = (
+    st.integers(min_value=-200, max_value=200) | HUGE_INTS | st.floats(allow_nan=True, allow_infinity=True)
+)
+RIGHT_TYPED |= {
+    "list[string]": st.lists(TEXT | SCALARS, max_size=5),
+    "list[int]": st.lists(st.integers(min_value=-5, max_value=120) | NUMBERS | st.booleans(), max_size=5),
+    "list[float]": st.lists(NUMBERS | st.booleans() | st.none(), max_size=5),
+    "vector": st.lists(NUMBERS | st.floats(-1e40, 1e40) | st.booleans(), min_size=2, max_size=4),
+}
+
+
+def _kind(field: Any) -> str:
+    """The key of :data:`RIGHT_TYPED` for a schema field."""
+    return f"list[{field.items}]" if field.type == "list" else field.type
 
 
 def _documents(spec_fields: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
@@ -108,8 +124,9 @@ def _assert_each_row_lands_once(values: list[bytes | None], spec: Any) -> None:
     assert all(result.dead_letters.column("reason").is_valid().to_pylist())
 
 
-DEMO_FIELDS = {name: f.type for name, f in DEMO.schema_.fields.items()}
-SENSOR_FIELDS = {name: f.type for name, f in SENSORS.schema_.fields.items()}
+DEMO_FIELDS = {name: _kind(f) for name, f in DEMO.schema_.fields.items()}
+SENSOR_FIELDS = {name: _kind(f) for name, f in SENSORS.schema_.fields.items()}
+TYPED_FIELDS = {name: _kind(f) for name, f in TYPED.schema_.fields.items()}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -123,3 +140,9 @@ def test_demo_every_fuzzed_record_lands_in_exactly_one_output(values: list[bytes
 @given(st.lists(_records(SENSOR_FIELDS, json.dumps({"reading_id": 1}).encode()), min_size=1, max_size=12))
 def test_sensors_every_fuzzed_record_lands_in_exactly_one_output(values: list[bytes | None]) -> None:
     _assert_each_row_lands_once(values, SENSORS)
+
+
+@FUZZ
+@given(st.lists(_records(TYPED_FIELDS, json.dumps(TYPED_VALID).encode()), min_size=1, max_size=12))
+def test_typed_fields_every_fuzzed_record_lands_in_exactly_one_output(values: list[bytes | None]) -> None:
+    _assert_each_row_lands_once(values, TYPED)

@@ -83,7 +83,7 @@ def test_a_record_that_validation_raises_on_is_bisected_out_of_the_batch() -> No
     result = clean_batch(table, TINY_SPEC, parser=OpaqueParser())
     assert result.silver.column("_offset").to_pylist() == [0, 1, 3, 4, 5, 6, 7, 8, 10]
     assert result.silver.column("id").to_pylist() == [f"r{i}" for i in (0, 1, 3, 4, 5, 6, 7, 8, 10)]
-    assert result.silver.column("cat__id").null_count == 0
+    assert result.silver.column("t").null_count == 0
     assert result.dead_letters.column("offset").to_pylist() == [2, 9]
     assert result.dead_letters.column("reason").to_pylist() == ["unparseable", "unparseable"]
     assert result.dead_letters.column("detail").to_pylist() == ["LookupError: no text for this value"] * 2

@@ -318,6 +318,7 @@ def test_prometheus_scrapes_the_exporter(spec: PipelineSpec, tmp_path: Path) -> 
                     "not_an_object",
                     "unparseable",
                     "wrong_type",
+                    "wrong_dimension",
                     "not_finite",
                     "out_of_range",
                     "not_allowed",

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rt_training.clean.validate import ARROW_TYPES
 from rt_training.clean.values import show
+from rt_training.lake.tables import field_type
 from rt_training.spec.models import PipelineSpec
 
 SeenIds = pa.Array | pa.ChunkedArray | Iterable[object]
@@ -141,7 +141,7 @@ def recent_ids(
 
     from rt_training.eventtime.clock import event_clock
 
-    id_type = ARROW_TYPES[spec.schema_.fields[spec.id_field].type]
+    id_type = field_type(spec.schema_.fields[spec.id_field])
     if since is not None and since.tzinfo is None:
         raise ValueError(
             f"recent_ids: since={since.isoformat()} has no time zone; pass an aware datetime (UTC)"

@@ -1,13 +1,12 @@
-"""Model-ready features from validated columns, as the spec declares them.
+"""The feature checks cleaning makes so every silver row can be featurized, and the stable hash of categories.
 
-Numeric ``num__<field>`` (float32): the transform (``none``, ``log1p``, or ``clip`` to ``[clip_min, clip_max]``),
-then ``(x - mean) / std``. A null (an optional field without default) becomes 0.0, the feature's mean. A value
-whose feature is not finite (``log1p`` of a value <= -1; float32 overflow) rejects the record as
-``out_of_range``, so every silver feature is finite.
+Silver holds typed fields, not features: a fitted feature state (``rt_training.features``) computes the model's
+inputs from silver's columns at training and scoring time. Cleaning still rejects a record whose numeric feature
+would not be finite, as ``out_of_range``: ``log1p`` of a value <= -1, and, when the spec fixes both ``mean`` and
+``std``, a standardized value beyond float32's range. A value a feature clips, or a null (an optional field
+without default), always gives a finite feature.
 
-Categorical ``cat__<field>`` (int32): with a vocabulary, the 1-based position of the value, 0 for unknown
-values and nulls; with ``hash_buckets``, :func:`stable_hash64` of the value modulo the bucket count (nulls: 0).
-The column is dictionary-encoded first, so each distinct value is hashed once.
+:func:`stable_hash64` is the hash of categorical values to OOV and hash buckets, shared with the feature state.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rt_training.spec.columns import CATEGORICAL_PREFIX, NUMERIC_PREFIX
-from rt_training.spec.models import CategoricalFeature, NumericFeature, PipelineSpec
+from rt_training.spec.models import NumericFeature, PipelineSpec
 
 _MULTIPLIER = np.uint64(0x100000001B3)
 _LENGTH_MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -80,36 +78,8 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
-def hash_buckets(values: pa.Array, buckets: int) -> np.ndarray:
-    """Bucket in ``[0, buckets)`` of each string (nulls: 0), hashing each distinct value once."""
-    encoded = pc.dictionary_encode(values)
-    per_value = (stable_hash64(encoded.dictionary) % np.uint64(buckets)).astype(np.int32)
-    indices = encoded.indices
-    out = (
-        per_value[indices.fill_null(0).to_numpy(zero_copy_only=False)]
-        if len(per_value)
-        else np.zeros(len(values), np.int32)
-    )
-    if indices.null_count:
-        out[indices.is_null().to_numpy(zero_copy_only=False)] = 0
-    return out
-
-
-def vocabulary_index(values: pa.Array, vocabulary: list[str]) -> np.ndarray:
-    """1-based position of each value in ``vocabulary``; 0 for values not in it and for nulls."""
-    index = pc.index_in(values, value_set=pa.array(vocabulary, pa.string()))
-    return pc.add(index, 1).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int32)
-
-
-def categorical_feature(values: pa.Array, feature: CategoricalFeature) -> np.ndarray:
-    """int32 codes of one categorical feature."""
-    if feature.vocabulary is not None:
-        return vocabulary_index(values, feature.vocabulary)
-    return hash_buckets(values, int(feature.hash_buckets or 0))
-
-
-def numeric_feature(values: pa.Array, feature: NumericFeature) -> tuple[np.ndarray, np.ndarray]:
-    """float32 feature and the mask of non-null values whose feature is not finite."""
+def numeric_failures(values: pa.Array, feature: NumericFeature) -> np.ndarray:
+    """Mask of the non-null values whose feature is not finite (see the module's docstring)."""
     x = pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
     nulls = values.is_null().to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -117,29 +87,20 @@ def numeric_feature(values: pa.Array, feature: NumericFeature) -> tuple[np.ndarr
             x = np.where(x > -1.0, np.log1p(x), np.nan)
         elif feature.transform == "clip":
             x = np.clip(x, feature.clip_min, feature.clip_max)
-        out = ((x - feature.mean) / feature.std).astype(np.float32)
-    bad = ~np.isfinite(out) & ~nulls
-    out[nulls | bad] = 0.0
-    return out, bad
+        if feature.mean is not None and feature.std is not None:
+            x = ((x - feature.mean) / feature.std).astype(np.float32)
+    return ~np.isfinite(x) & ~nulls
 
 
-def build_features(
-    columns: dict[str, pa.Array], spec: PipelineSpec
-) -> tuple[dict[str, pa.Array], list[FeatureFailure]]:
-    """All feature columns (numeric first, then categorical, each in spec order) and the failures."""
-    features: dict[str, pa.Array] = {}
+def check_features(columns: dict[str, pa.Array], spec: PipelineSpec) -> list[FeatureFailure]:
+    """The numeric features (in spec order) of validated ``columns`` that are not finite for some rows."""
     failures = []
     for feature in spec.features.numeric:
         values = columns[feature.name]
-        out, bad = numeric_feature(values, feature)
-        features[NUMERIC_PREFIX + feature.name] = pa.array(out, type=pa.float32())
+        bad = numeric_failures(values, feature)
         if bad.any():
             failures.append(FeatureFailure(feature.name, bad, _describe_numeric(feature, values)))
-    for feature in spec.features.categorical:
-        features[CATEGORICAL_PREFIX + feature.name] = pa.array(
-            categorical_feature(columns[feature.name], feature), type=pa.int32()
-        )
-    return features, failures
+    return failures
 
 
 def _describe_numeric(feature: NumericFeature, values: pa.Array) -> Callable[[np.ndarray], list[str]]:

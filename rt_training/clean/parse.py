@@ -135,8 +135,12 @@ _JSON_KINDS: dict[str, Any] = {
     "float": int | float | None,
     "bool": bool | None,
     "timestamp": int | float | str | None,
+    "text": str | None,
+    "list": list | None,
+    "vector": list[int | float] | None,
 }
-"""The JSON kinds a record of each spec field type may hold without being loose (see :class:`ParsedBatch`)."""
+"""The JSON kinds a record of each spec field type may hold without being loose (see :class:`ParsedBatch`).
+A list's elements are not typed here: validation checks list fields element by element whatever the hint."""
 
 
 class JsonParser:

@@ -1,6 +1,7 @@
-"""One bronze batch → silver rows + dead letters: size, parse, validate, features, lateness, dedupe, in that order.
+"""One bronze batch → silver rows + dead letters: size, parse, validate, feature checks, lateness, dedupe, in order.
 
-Every bronze row ends in exactly one of the two outputs, so ``rows_in == silver_rows + dead_letter_rows``.
+Silver rows are the Kafka meta columns and every schema field, typed (:func:`rt_training.clean.schemas.silver_schema`);
+no feature columns. Every bronze row ends in exactly one of the two outputs, so ``rows_in == silver_rows + dead_letter_rows``.
 Rows keep their bronze order in both outputs. A row keeps the first reason it gets: the steps run in the order
 of :data:`rt_training.clean.reasons.PRECEDENCE`, except that a feature that is not finite (``out_of_range``,
 see :mod:`rt_training.clean.features`) is checked after all schema checks, ``not_allowed`` included. Oversized
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rt_training.clean.dedupe import SeenIds, find_duplicates
-from rt_training.clean.features import build_features
+from rt_training.clean.features import check_features
 from rt_training.clean.parse import JsonParser, ParsedBatch, Parser, oversized_mask
 from rt_training.clean.reasons import CleaningSetupError, Reason, Verdicts, unparseable_detail
 from rt_training.clean.schemas import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA, META_SOURCES, silver_schema
@@ -88,14 +89,13 @@ class CleanResult:
 
 @dataclass(frozen=True)
 class PreparedBatch:
-    """A bronze batch parsed, validated and featurized: everything but the duplicate check (see
+    """A bronze batch parsed, validated and its features checked: everything but the duplicate check (see
     :func:`prepare_batch`)."""
 
     bronze: pa.Table
     spec: PipelineSpec
     verdicts: Verdicts
     columns: dict[str, pa.Array]
-    features: dict[str, pa.Array]
 
 
 def clean_batch(
@@ -137,7 +137,7 @@ class ParserContractError(CleaningSetupError):
 
 
 def prepare_batch(bronze: pa.Table, spec: PipelineSpec, *, parser: Parser | None = None) -> PreparedBatch:
-    """The costly part of cleaning, which needs no duplicate history: sizes, parsing, validation, features.
+    """The costly part of cleaning, which needs no duplicate history: sizes, parsing, validation, feature checks.
 
     A micro-batch that waits for the batch before it to commit (whose rows its duplicate history must hold)
     does this first, while it waits; ``parser`` as for :func:`clean_batch`.
@@ -199,8 +199,7 @@ def _assemble(bronze: pa.Table, spec: PipelineSpec, pieces: list[_Piece]) -> Pre
     verdicts = Verdicts(bronze.num_rows)
     types = silver_schema(spec)
     names = list(spec.schema_.fields)
-    feature_names = types.names[len(META_SOURCES) + len(names) :]
-    parts: dict[str, list[pa.Array]] = {name: [] for name in (*names, *feature_names)}
+    parts: dict[str, list[pa.Array]] = {name: [] for name in names}
     for start, stop, piece in pieces:
         if isinstance(piece, Exception):
             verdicts.reject_rows(np.array([start]), Reason.UNPARSEABLE, [unparseable_detail(piece)])
@@ -210,10 +209,9 @@ def _assemble(bronze: pa.Table, spec: PipelineSpec, pieces: list[_Piece]) -> Pre
         verdicts.code[start:stop] = piece.verdicts.code
         verdicts.detail[start:stop] = piece.verdicts.detail
         for name, arrays in parts.items():
-            arrays.append(_array(piece.columns[name] if name in piece.columns else piece.features[name]))
+            arrays.append(_array(piece.columns[name]))
     columns = {name: pa.concat_arrays(parts[name]) for name in names}
-    features = {name: pa.concat_arrays(parts[name]) for name in feature_names}
-    return PreparedBatch(bronze=bronze, spec=spec, verdicts=verdicts, columns=columns, features=features)
+    return PreparedBatch(bronze=bronze, spec=spec, verdicts=verdicts, columns=columns)
 
 
 def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -249,10 +247,9 @@ def _prepare(bronze: pa.Table, spec: PipelineSpec, parser: Parser | None) -> Pre
             mask[list(failed)] = True
             verdicts.reject(mask, reason, lambda rows, failed=failed: [failed[int(r)] for r in rows])
     columns = validate_fields(parsed.columns, spec.schema_, verdicts, parsed.loose)
-    features, failures = build_features(columns, spec)
-    for failure in failures:
+    for failure in check_features(columns, spec):
         verdicts.reject(failure.mask, Reason.OUT_OF_RANGE, failure.describe)
-    return PreparedBatch(bronze=bronze, spec=spec, verdicts=verdicts, columns=columns, features=features)
+    return PreparedBatch(bronze=bronze, spec=spec, verdicts=verdicts, columns=columns)
 
 
 def finish_batch(
@@ -269,7 +266,7 @@ def finish_batch(
     :func:`clean_batch`.
     """
     bronze, spec, verdicts = prepared.bronze, prepared.spec, prepared.verdicts
-    columns, features = prepared.columns, prepared.features
+    columns = prepared.columns
     n = bronze.num_rows
     if reference is not None and reference.tzinfo is None:
         raise ValueError(
@@ -287,7 +284,6 @@ def finish_batch(
     keep = np.flatnonzero(verdicts.ok)
     arrays = [bronze.column(src) for src in META_SOURCES]
     arrays += [columns[name] for name in spec.schema_.fields]
-    arrays += list(features.values())
     silver = _take(pa.Table.from_arrays(arrays, schema=silver_schema(spec)), keep, n)
     dead_letters = _dead_letters(bronze, verdicts)
     return CleanResult(

@@ -3,9 +3,11 @@
 A record with several defects is dead-lettered once, with the reason that comes first in :data:`PRECEDENCE`
 (and, within one reason, the field that comes first in the spec). The order follows the pipeline: a record is
 first bytes (``oversized``, ``not_utf8``), then a document (``malformed_json``, ``not_an_object``), then a
-document the cleaning code raised on (``unparseable``: any exception while decoding, validating or featurizing
-it, such as a ``RecursionError`` from thousands of nested arrays; see :func:`unparseable_detail`), then a set of
-fields checked against the schema (``missing_field`` ... ``not_allowed``), then an event too far below the
+document the cleaning code raised on (``unparseable``: any exception while decoding, validating or checking
+the features of it, such as a ``RecursionError`` from thousands of nested arrays; see :func:`unparseable_detail`), then a set of
+fields checked against the schema (``missing_field`` ... ``not_allowed``: present, then of the right type, then
+of the right shape (``wrong_dimension``: a vector with other than ``dim`` elements), then finite, in range and
+allowed; see :mod:`rt_training.clean.validate`), then an event too far below the
 pipeline's watermark (``too_late``, only with ``time.max_lateness`` set), and last a duplicate of a record that
 is kept (``duplicate_id``): a record that fails validation or comes too late never counts as the first
 occurrence of an id.
@@ -29,6 +31,7 @@ class Reason(StrEnum):
     UNPARSEABLE = "unparseable"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
+    WRONG_DIMENSION = "wrong_dimension"
     NOT_FINITE = "not_finite"
     OUT_OF_RANGE = "out_of_range"
     NOT_ALLOWED = "not_allowed"

@@ -4,17 +4,28 @@ Checks, in precedence order (a record failing several gets the first; within one
 spec order):
 
 1. ``missing_field``: a required field is absent or ``null``.
-2. ``wrong_type``: string fields take strings; int fields take integral numbers (``3.0`` is 3, ``2.5`` is
-   not, ``true`` is not an integer); float fields take numbers; bool fields take ``true``/``false``;
+2. ``wrong_type``: string and text fields take strings; int fields take integral numbers (``3.0`` is 3, ``2.5``
+   is not, ``true`` is not an integer); float fields take numbers; bool fields take ``true``/``false``;
    timestamp fields take epoch milliseconds (a number; fractions of a millisecond are kept to the
-   microsecond) or an ISO-8601 date-time string (see :mod:`rt_training.clean.timestamps`).
-3. ``not_finite``: NaN, Infinity, or a number beyond float range, in a numeric or timestamp field.
-4. ``out_of_range``: below ``min`` / above ``max``; an integer beyond int64; a timestamp outside years
-   0001..9999; a string longer than ``max_length`` characters.
-5. ``not_allowed``: a string not in ``allowed``.
+   microsecond) or an ISO-8601 date-time string (see :mod:`rt_training.clean.timestamps`). List fields take a
+   JSON array whose every element has the type ``items`` by the same rules (an int list takes ``3.0`` as 3; a
+   ``null`` element is of no type); vector fields take an array of numbers. The detail of an element names its
+   index: ``field 'tags' element 2 expected a string, got number 5``.
+3. ``wrong_dimension``: a vector whose array does not have exactly ``dim`` elements.
+4. ``not_finite``: NaN, Infinity, or a number beyond float range, in a numeric or timestamp field or an element
+   of a numeric list or vector.
+5. ``out_of_range``: below ``min`` / above ``max`` (for lists and vectors, any element); an integer beyond int64;
+   a timestamp outside years 0001..9999; a string or text longer than ``max_length`` characters; a list with
+   more than ``max_length`` elements; a vector element beyond float32's range.
+6. ``not_allowed``: a string not in ``allowed``.
 
 An optional field that is absent or ``null`` takes the spec's ``default`` (checked like a value), or stays null.
-Output types: string→string, int→int64, float→float64, bool→bool, timestamp→timestamp[us, UTC].
+Output types (:func:`rt_training.lake.tables.field_type`): string and text→string, int→int64, float→float64,
+bool→bool, timestamp→timestamp[us, UTC], list→list<string | int64 | float64>, vector→list<float32>.
+
+Lists and vectors are checked like the other fields, on whole columns: the arrays of a batch are flattened into
+one column of elements (:class:`rt_training.clean.values.ListColumn`), the scalar checks run on it, and each
+failing element marks its row.
 """
 
 from __future__ import annotations
@@ -37,15 +48,17 @@ from rt_training.clean.values import (
     NULL,
     OTHER,
     STRING,
+    ListColumn,
     RawColumn,
     json_kind_name,
     show,
 )
-from rt_training.lake.tables import FIELD_TYPES
+from rt_training.lake.tables import FIELD_TYPES, field_type
 from rt_training.spec.models import FieldSpec, SchemaSpec
 
 ARROW_TYPES = FIELD_TYPES
-"""Silver column type of each spec field type (one definition, in the lake's table schemas)."""
+"""Silver column type of each spec field type but ``list`` (one definition, in the lake's table schemas; a list's
+type depends on its items: :func:`rt_training.lake.tables.field_type`)."""
 
 _EXPECTED = {
     "string": "a string",
@@ -53,10 +66,26 @@ _EXPECTED = {
     "float": "a number",
     "bool": "a boolean (true or false)",
     "timestamp": "epoch milliseconds or an ISO-8601 date-time string",
+    "text": "a string",
 }
+_EXPECTED_ITEMS = {"string": "strings", "int": "integers", "float": "numbers"}
 _NUMERIC = (INT, FLOAT, BIGINT)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT64_BOUND = 2.0**63
 _MAX_LISTED = 12
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """Who a detail is about: a field, or (with ``position``, per element row) an element of a list field."""
+
+    name: str
+    position: np.ndarray | None = None
+
+    def __call__(self, row: int) -> str:
+        if self.position is None:
+            return f"field {self.name!r}"
+        return f"field {self.name!r} element {self.position[row]}"
 
 
 @dataclass(frozen=True)
@@ -98,9 +127,7 @@ def validate_fields(
 
 
 def _check_field(name: str, spec: FieldSpec, values: list[Any], loose: np.ndarray | None) -> FieldResult:
-    raw = RawColumn(values, exact_ints=spec.type in ("int", "timestamp"), loose=loose)
-    result = _CHECKERS[spec.type](name, spec, raw)
-    nulls = raw.kind == NULL
+    result, nulls = _check_values(name, spec, values, loose)
     if not nulls.any():
         return result
     checks = list(result.checks)
@@ -119,11 +146,20 @@ def _check_field(name: str, spec: FieldSpec, values: list[Any], loose: np.ndarra
     return FieldResult(result.array.fill_null(default_value(name, spec)), checks)
 
 
+def _check_values(
+    name: str, spec: FieldSpec, values: list[Any], loose: np.ndarray | None
+) -> tuple[FieldResult, np.ndarray]:
+    """The typed column and failed checks of one field's values, and the mask of its nulls."""
+    if spec.type in ("list", "vector"):
+        column = ListColumn(values, exact_ints=spec.items == "int")
+        return _check_list(name, spec, column), column.is_null
+    raw = RawColumn(values, exact_ints=spec.type in ("int", "timestamp"), loose=loose)
+    return _CHECKERS[spec.type](_Subject(name), spec, raw), raw.kind == NULL
+
+
 def default_value(name: str, spec: FieldSpec) -> pa.Scalar:
     """The spec's default of an optional field as a typed scalar; a spec error if it fails the field's checks."""
-    result = _CHECKERS[spec.type](
-        name, spec, RawColumn([spec.default], exact_ints=spec.type in ("int", "timestamp"))
-    )
+    result, _ = _check_values(name, spec, [spec.default], None)
     for check in result.checks:
         if check.mask[0]:
             detail = next(iter(check.describe(np.array([0]))))
@@ -137,7 +173,7 @@ def _repeat(text: str, rows: np.ndarray) -> list[str]:
     return [text] * len(rows)
 
 
-def _wrong_type(name: str, spec: FieldSpec, raw: RawColumn, mask: np.ndarray) -> Check:
+def _wrong_type(at: _Subject, spec: FieldSpec, raw: RawColumn, mask: np.ndarray) -> Check:
     def describe(rows: np.ndarray) -> list[str]:
         out = []
         for row in rows.tolist():
@@ -145,17 +181,18 @@ def _wrong_type(name: str, spec: FieldSpec, raw: RawColumn, mask: np.ndarray) ->
             kind = json_kind_name(value)
             if spec.type == "int" and kind == "number":
                 kind = "non-integral number"
-            out.append(f"field {name!r} expected {_EXPECTED[spec.type]}, got {kind} {show(value)}")
+            got = "null" if value is None else f"{kind} {show(value)}"
+            out.append(f"{at(row)} expected {_EXPECTED[spec.type]}, got {got}")
         return out
 
     return Check(Reason.WRONG_TYPE, mask, describe)
 
 
-def _not_finite(name: str, raw: RawColumn, mask: np.ndarray) -> Check:
+def _not_finite(at: _Subject, raw: RawColumn, mask: np.ndarray) -> Check:
     return Check(
         Reason.NOT_FINITE,
         mask,
-        lambda rows: [f"field {name!r} is {show(raw.values[r])}, not a finite number" for r in rows.tolist()],
+        lambda rows: [f"{at(r)} is {show(raw.values[r])}, not a finite number" for r in rows.tolist()],
     )
 
 
@@ -166,7 +203,7 @@ def _bounds(spec: FieldSpec) -> str:
 
 
 def _range_checks(
-    name: str, spec: FieldSpec, raw: RawColumn, number: np.ndarray, candidates: np.ndarray
+    at: _Subject, spec: FieldSpec, raw: RawColumn, number: np.ndarray, candidates: np.ndarray
 ) -> list[Check]:
     outside = np.zeros(len(number), dtype=bool)
     if spec.min is not None:
@@ -180,16 +217,14 @@ def _range_checks(
         Check(
             Reason.OUT_OF_RANGE,
             outside,
-            lambda rows: [
-                f"field {name!r} value {show(raw.values[r])} is outside {bounds}" for r in rows.tolist()
-            ],
+            lambda rows: [f"{at(r)} value {show(raw.values[r])} is outside {bounds}" for r in rows.tolist()],
         )
     ]
 
 
-def _check_string(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
+def _check_string(at: _Subject, spec: FieldSpec, raw: RawColumn) -> FieldResult:
     strings = raw.strings()
-    checks = [_wrong_type(name, spec, raw, ~raw.mask(NULL, STRING))]
+    checks = [_wrong_type(at, spec, raw, ~raw.mask(NULL, STRING))]
     if spec.max_length is not None:
         lengths = pc.utf8_length(strings).fill_null(0).to_numpy(zero_copy_only=False)
         limit = spec.max_length
@@ -198,7 +233,7 @@ def _check_string(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
                 Reason.OUT_OF_RANGE,
                 lengths > limit,
                 lambda rows: [
-                    f"field {name!r} has {lengths[r]} characters, more than max_length {limit}"
+                    f"{at(r)} has {lengths[r]} characters, more than max_length {limit}"
                     for r in rows.tolist()
                 ],
             )
@@ -214,15 +249,14 @@ def _check_string(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
                 Reason.NOT_ALLOWED,
                 unknown & (raw.kind == STRING),
                 lambda rows: [
-                    f"field {name!r} value {show(raw.values[r])} is not one of [{listed}]"
-                    for r in rows.tolist()
+                    f"{at(r)} value {show(raw.values[r])} is not one of [{listed}]" for r in rows.tolist()
                 ],
             )
         )
     return FieldResult(strings, checks)
 
 
-def _check_int(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
+def _check_int(at: _Subject, spec: FieldSpec, raw: RawColumn) -> FieldResult:
     number = raw.number()
     integer = raw.integer().copy()
     finite = np.isfinite(number)
@@ -232,41 +266,40 @@ def _check_int(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
     integer[fits] = number[fits].astype(np.int64)
     too_big = (raw.kind == BIGINT) | (integral & ~fits)
     checks = [
-        _wrong_type(name, spec, raw, raw.mask(BOOL, STRING, OTHER) | (floats & finite & ~integral)),
-        _not_finite(name, raw, floats & ~finite),
+        _wrong_type(at, spec, raw, raw.mask(BOOL, STRING, OTHER) | (floats & finite & ~integral)),
+        _not_finite(at, raw, floats & ~finite),
         Check(
             Reason.OUT_OF_RANGE,
             too_big,
             lambda rows: [
-                f"field {name!r} value {show(raw.values[r])} is outside the int64 range"
-                for r in rows.tolist()
+                f"{at(r)} value {show(raw.values[r])} is outside the int64 range" for r in rows.tolist()
             ],
         ),
-        *_range_checks(name, spec, raw, number, raw.mask(INT) | fits),
+        *_range_checks(at, spec, raw, number, raw.mask(INT) | fits),
     ]
     valid = raw.mask(INT) | fits
     return FieldResult(pa.array(integer, type=pa.int64(), mask=~valid), checks)
 
 
-def _check_float(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
+def _check_float(at: _Subject, spec: FieldSpec, raw: RawColumn) -> FieldResult:
     number = raw.number()
     numeric = raw.mask(*_NUMERIC)
     finite = numeric & np.isfinite(number)
     checks = [
-        _wrong_type(name, spec, raw, raw.mask(BOOL, STRING, OTHER)),
-        _not_finite(name, raw, numeric & ~finite),
-        *_range_checks(name, spec, raw, number, finite),
+        _wrong_type(at, spec, raw, raw.mask(BOOL, STRING, OTHER)),
+        _not_finite(at, raw, numeric & ~finite),
+        *_range_checks(at, spec, raw, number, finite),
     ]
     return FieldResult(pa.array(number, type=pa.float64(), mask=~numeric), checks)
 
 
-def _check_bool(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
+def _check_bool(at: _Subject, spec: FieldSpec, raw: RawColumn) -> FieldResult:
     is_bool = raw.kind == BOOL
-    checks = [_wrong_type(name, spec, raw, ~raw.mask(NULL, BOOL))]
+    checks = [_wrong_type(at, spec, raw, ~raw.mask(NULL, BOOL))]
     return FieldResult(pa.array(raw.boolean(), type=pa.bool_(), mask=~is_bool), checks)
 
 
-def _check_timestamp(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
+def _check_timestamp(at: _Subject, spec: FieldSpec, raw: RawColumn) -> FieldResult:
     number = raw.number()
     numeric = raw.mask(INT, FLOAT)
     finite = numeric & np.isfinite(number)
@@ -285,14 +318,13 @@ def _check_timestamp(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
     strings_in_range = parsed & (parsed_us >= MIN_US) & (parsed_us <= MAX_US)
     out_of_range = (finite & ~in_range) | (raw.kind == BIGINT) | (parsed & ~strings_in_range)
     checks = [
-        _wrong_type(name, spec, raw, raw.mask(BOOL, OTHER) | (strings & ~parsed)),
-        _not_finite(name, raw, numeric & ~finite),
+        _wrong_type(at, spec, raw, raw.mask(BOOL, OTHER) | (strings & ~parsed)),
+        _not_finite(at, raw, numeric & ~finite),
         Check(
             Reason.OUT_OF_RANGE,
             out_of_range,
             lambda rows: [
-                f"field {name!r} value {show(raw.values[r])} is outside years 0001..9999"
-                for r in rows.tolist()
+                f"{at(r)} value {show(raw.values[r])} is outside years 0001..9999" for r in rows.tolist()
             ],
         ),
     ]
@@ -300,8 +332,105 @@ def _check_timestamp(name: str, spec: FieldSpec, raw: RawColumn) -> FieldResult:
     return FieldResult(pa.array(micros, type=pa.int64(), mask=~valid).view(UTC_US), checks)
 
 
-_CHECKERS: dict[str, Callable[[str, FieldSpec, RawColumn], FieldResult]] = {
+def _check_list(name: str, spec: FieldSpec, column: ListColumn) -> FieldResult:
+    """A list or vector field: each value a JSON array; its elements checked as one column of the item type
+    (``float`` for vectors) with the field's ``min``/``max``, each failure reported on the array's row, naming
+    the first failing element of that row."""
+    vector = spec.type == "vector"
+    item = FieldSpec(type="float" if vector else spec.items or "string", min=spec.min, max=spec.max)
+    elements = column.elements
+    element_at = _Subject(name, column.position)
+    element_result = _CHECKERS[item.type](element_at, item, elements)
+    element_checks = [*element_result.checks, _wrong_type(element_at, item, elements, elements.kind == NULL)]
+    values = element_result.array
+    if vector:
+        number = elements.number()
+        too_big = np.isfinite(number) & (np.abs(number) > _FLOAT32_MAX)
+        element_checks.append(
+            Check(
+                Reason.OUT_OF_RANGE,
+                too_big,
+                lambda rows: [
+                    f"{element_at(r)} value {show(elements.values[r])} is beyond float32's largest magnitude "
+                    f"{_FLOAT32_MAX:g}"
+                    for r in rows.tolist()
+                ],
+            )
+        )
+        values = pc.cast(values, pa.float32(), safe=False)
+    shape = f"{spec.dim} numbers" if vector else _EXPECTED_ITEMS[item.type]
+    checks = [
+        Check(
+            Reason.WRONG_TYPE,
+            ~(column.is_null | column.is_array),
+            lambda rows: [
+                f"field {name!r} expected an array of {shape}, got {json_kind_name(column.values[r])} "
+                f"{show(column.values[r])}"
+                for r in rows.tolist()
+            ],
+        )
+    ]
+    lengths = column.lengths
+    if vector:
+        dim = spec.dim
+        checks.append(
+            Check(
+                Reason.WRONG_DIMENSION,
+                column.is_array & (lengths != dim),
+                lambda rows: [
+                    f"field {name!r} has {lengths[r]} elements, expected dim {dim}" for r in rows.tolist()
+                ],
+            )
+        )
+    if spec.max_length is not None:
+        limit = spec.max_length
+        checks.append(
+            Check(
+                Reason.OUT_OF_RANGE,
+                lengths > limit,
+                lambda rows: [
+                    f"field {name!r} has {lengths[r]} elements, more than max_length {limit}"
+                    for r in rows.tolist()
+                ],
+            )
+        )
+    checks += _per_row(element_checks, column)
+    offsets = pa.array(column.offsets, type=pa.int32())
+    array = pa.ListArray.from_arrays(offsets, values, type=field_type(spec), mask=pa.array(~column.is_array))
+    return FieldResult(array, checks)
+
+
+def _per_row(element_checks: list[Check], column: ListColumn) -> list[Check]:
+    """Element checks as checks of the rows holding the elements, one per reason: a row fails when any of its
+    elements does, and its detail is that of its first failing element."""
+    by_reason: dict[Reason, list[Check]] = {}
+    for check in element_checks:
+        if check.mask.any():
+            by_reason.setdefault(check.reason, []).append(check)
+    out = []
+    for reason, checks in by_reason.items():
+        failing = np.flatnonzero(np.logical_or.reduce([c.mask for c in checks]))
+        rows, first = np.unique(column.row_of[failing], return_index=True)
+        first_element = np.full(len(column.values), -1, dtype=np.int64)
+        first_element[rows] = failing[first]
+        mask = first_element >= 0
+
+        def describe(
+            rows: np.ndarray, checks: list[Check] = checks, first_element: np.ndarray = first_element
+        ) -> list[str]:
+            out = []
+            for element in first_element[rows].tolist():
+                check = next(c for c in checks if c.mask[element])
+                out.extend(check.describe(np.array([element])))
+            return out
+
+        out.append(Check(reason, mask, describe))
+    return out
+
+
+_CHECKERS: dict[str, Callable[[_Subject, FieldSpec, RawColumn], FieldResult]] = {
     "string": _check_string,
+    "text": _check_string,
     "int": _check_int,
     "float": _check_float,
     "bool": _check_bool,

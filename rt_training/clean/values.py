@@ -20,6 +20,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from itertools import chain, compress
 from typing import Any
 
 import numpy as np
@@ -114,6 +115,10 @@ class RawColumn:
             return None
         if arr.type not in _KIND_OF_ARROW or (exact_ints and arr.type == pa.float64()):
             return None
+        if arr.type == pa.float64() and bool in set(map(type, values)):
+            return (
+                None  # Arrow reads true as 1.0 after a float ([1.5, true] is float64): split by kind instead
+            )
         return arr
 
     def _typed(self, arrow_type: pa.DataType, *kinds: int) -> pa.Array:
@@ -194,6 +199,42 @@ class RawColumn:
                 out = np.zeros(self._n, dtype=bool)
             return self._patched(out, RawColumn.boolean)
         return self._typed(pa.bool_(), BOOL).fill_null(False).to_numpy(zero_copy_only=False)
+
+
+_NULL_SHAPE, _ARRAY_SHAPE = 1, 2
+_SHAPE_OF_TYPE: defaultdict[type, int] = defaultdict(int, {type(None): _NULL_SHAPE, list: _ARRAY_SHAPE})
+
+
+class ListColumn:
+    """Values of one list or vector field for every record of a batch: which hold a JSON array, and the elements
+    of all the arrays as one :class:`RawColumn`, so elements are checked a column at a time like scalar fields.
+
+    The arrays are measured and flattened by C-level iteration (``map(len, ...)``,
+    ``itertools.chain.from_iterable``); element ``e`` belongs to row ``row_of[e]`` at index ``position[e]`` of its
+    array.
+
+    Parameters
+    ----------
+    values
+        One Python value per record (``None`` for absent or ``null``).
+    exact_ints
+        As for :class:`RawColumn`, for the elements (lists of ints).
+    """
+
+    def __init__(self, values: list[Any], *, exact_ints: bool = False):
+        self.values = values
+        n = len(values)
+        shape = np.fromiter(map(_SHAPE_OF_TYPE.__getitem__, map(type, values)), dtype=np.int8, count=n)
+        self.is_null = shape == _NULL_SHAPE
+        self.is_array = shape == _ARRAY_SHAPE
+        arrays = list(compress(values, self.is_array))
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.lengths[self.is_array] = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+        self.offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=self.offsets[1:])
+        self.row_of = np.repeat(np.arange(n), self.lengths)
+        self.position = np.arange(len(self.row_of)) - self.offsets[self.row_of]
+        self.elements = RawColumn(list(chain.from_iterable(arrays)), exact_ints=exact_ints)
 
 
 def _with_nulls(values: list[Any], rows: np.ndarray) -> list[Any]:

@@ -195,7 +195,7 @@ def build_ingest_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
             deps=["bronze_events"],
             group_name="ingest",
             kinds={"deltalake"},
-            description="Parsed, validated events with normalized features (num__*, cat__*).",
+            description="Parsed, validated events: Kafka coordinates and every schema field, typed (no feature columns).",
         ),
         dg.AssetSpec(
             "dead_letters",

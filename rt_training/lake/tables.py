@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from rt_training.spec.columns import CATEGORICAL_PREFIX, META_COLUMNS, NUMERIC_PREFIX
+from rt_training.spec.columns import META_COLUMNS
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-    from rt_training.spec.models import PipelineSpec
+    from rt_training.spec.models import FieldSpec, PipelineSpec
 
 LAKE_ENV_VAR = "RT_TRAINING_LAKE"
 DEFAULT_LAKE = os.path.join(".data", "lake")
@@ -69,12 +69,16 @@ DEAD_LETTER_SCHEMA = pa.schema(
 
 FIELD_TYPES: Mapping[str, pa.DataType] = {
     "string": pa.string(),
+    "text": pa.string(),
     "int": pa.int64(),
     "float": pa.float64(),
     "bool": pa.bool_(),
     "timestamp": UTC_US,
+    "vector": pa.list_(pa.float32()),
 }
-"""Silver column type of each spec field type."""
+"""Silver column type of each spec field type but ``list``, whose type depends on its items (:func:`field_type`)."""
+LIST_ITEM_TYPES: Mapping[str, pa.DataType] = {"string": pa.string(), "int": pa.int64(), "float": pa.float64()}
+"""Element type of a ``list`` field's silver column, by the field's ``items``."""
 
 _META_TYPES = (pa.string(), pa.int32(), pa.int64(), UTC_US)
 
@@ -119,17 +123,25 @@ def _join(root: str, *parts: str) -> str:
     return os.path.join(root, *parts)
 
 
+def field_type(field: FieldSpec) -> pa.DataType:
+    """The silver column type of one schema field: :data:`FIELD_TYPES`, or ``list<T>`` with ``T`` from
+    :data:`LIST_ITEM_TYPES` for a ``list`` field."""
+    if field.type == "list":
+        return pa.list_(LIST_ITEM_TYPES[field.items or "string"])
+    return FIELD_TYPES[field.type]
+
+
 def silver_schema(spec: PipelineSpec) -> pa.Schema:
     """Silver's columns for ``spec``.
 
     ``_topic``, ``_partition``, ``_offset``, ``_ingested_at``; then every schema field in spec order with its
-    declared type (:data:`FIELD_TYPES`); then ``num__<name>`` float32 per numeric feature and ``cat__<name>``
-    int32 per categorical feature, in spec order.
+    declared type (:func:`field_type`): string and text ``string``, int ``int64``, float ``float64``, bool
+    ``bool``, timestamp ``timestamp[us, UTC]``, list ``list<string | int64 | float64>``, vector
+    ``list<float32>`` (every value exactly ``dim`` long). Silver holds no feature columns: features are computed
+    from these fields when a model trains or scores, with a fitted feature state.
     """
     fields = [pa.field(name, t) for name, t in zip(META_COLUMNS, _META_TYPES, strict=True)]
-    fields += [pa.field(name, FIELD_TYPES[f.type]) for name, f in spec.schema_.fields.items()]
-    fields += [pa.field(NUMERIC_PREFIX + name, pa.float32()) for name in spec.numeric_feature_names]
-    fields += [pa.field(CATEGORICAL_PREFIX + name, pa.int32()) for name in spec.categorical_feature_names]
+    fields += [pa.field(name, field_type(f)) for name, f in spec.schema_.fields.items()]
     return pa.schema(fields)
 
 

@@ -3,24 +3,28 @@
 A bad record is built from a valid event (its fields as JSON tokens) by changing one thing, so cleaning must
 dead-letter it with exactly that reason and no other:
 
-============== ==============================================================================================
-kind           defect
-============== ==============================================================================================
-malformed_json the JSON text cut short (every strict prefix of an object is invalid JSON); key ``None``
-missing_field  one required field left out (the key is ``None`` when that field is the id)
-wrong_type     one non-id field of the wrong JSON type: ``"n/a"`` for numbers and booleans, the value wrapped in a
-               list (``["x"]``, ``[1700000000000]``) for strings and timestamps
-not_finite     one float field set to the token ``NaN``, ``Infinity`` or ``-Infinity`` (Python's json emits them)
-out_of_range   one int/float field with a declared min or max set outside it (by 1-10 for ints, by 10-100% of
-               the bound's size plus 0.1-1 for floats), finite and of the field's own type
-duplicate_id   a valid record that reuses the id (and key) of an earlier valid record of the stream
-oversized      a valid record padded with JSON whitespace to just over ``schema.max_record_bytes``
-not_utf8       a valid record whose last character of one string value is the Latin-1 byte ``0xE9``
-============== ==============================================================================================
+=============== ==============================================================================================
+kind            defect
+=============== ==============================================================================================
+malformed_json  the JSON text cut short (every strict prefix of an object is invalid JSON); key ``None``
+missing_field   one required field left out (the key is ``None`` when that field is the id)
+wrong_type      one non-id field of the wrong JSON type: ``"n/a"`` for numbers and booleans, the value wrapped in a
+                list (``["x"]``, ``[1700000000000]``) for strings, texts and timestamps; in a list or vector one
+                element of the wrong type (``1`` in a list of strings, ``"n/a"`` in a numeric one), or ``"n/a"``
+                for the whole value when the list is empty
+not_finite      one float field set to the token ``NaN``, ``Infinity`` or ``-Infinity`` (Python's json emits them)
+out_of_range    one int/float field with a declared min or max set outside it (by 1-10 for ints, by 10-100% of
+                the bound's size plus 0.1-1 for floats), finite and of the field's own type
+duplicate_id    a valid record that reuses the id (and key) of an earlier valid record of the stream
+oversized       a valid record padded with JSON whitespace to just over ``schema.max_record_bytes``
+not_utf8        a valid record whose last character of one string or text value is the Latin-1 byte ``0xE9``
+wrong_dimension one vector field with one element too few or too many (a copy of its first element added)
+=============== ==============================================================================================
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 
@@ -35,6 +39,7 @@ BAD_KINDS = (
     "duplicate_id",
     "oversized",
     "not_utf8",
+    "wrong_dimension",
 )
 NOT_FINITE_TOKENS = (b"NaN", b"Infinity", b"-Infinity")
 WRONG_TYPE_NUMBER_TOKEN = b'"n/a"'
@@ -57,7 +62,7 @@ class BadRecordMaker:
     ----------
     spec
         The pipeline spec; which kinds are possible depends on it (``not_finite`` needs a float field,
-        ``out_of_range`` a bounded number, ``not_utf8`` a string field).
+        ``out_of_range`` a bounded number, ``not_utf8`` a string or text field, ``wrong_dimension`` a vector).
     """
 
     def __init__(self, spec: PipelineSpec):
@@ -74,16 +79,18 @@ class BadRecordMaker:
             if f.type in ("int", "float") and (f.min is not None or f.max is not None) and n != self.id_field
         ]
         # Prefer strings without an allowed list, so the changed value is not also a disallowed one.
-        strings = [n for n, f in fields.items() if f.type == "string" and n != self.id_field]
+        strings = [n for n, f in fields.items() if f.type in ("string", "text") and n != self.id_field]
         free = [n for n in strings if fields[n].allowed is None]
         if not strings and fields[self.id_field].type == "string":
             strings = [self.id_field]
         self._strings = free or strings
+        self._vectors = [n for n, f in fields.items() if f.type == "vector" and n != self.id_field]
         possible = {
             "wrong_type": bool(self._typed),
             "not_finite": bool(self._floats),
             "out_of_range": bool(self._bounded),
             "not_utf8": bool(self._strings),
+            "wrong_dimension": bool(self._vectors),
         }
         self.kinds: tuple[str, ...] = tuple(k for k in BAD_KINDS if possible.get(k, True))
 
@@ -137,17 +144,20 @@ class BadRecordMaker:
             "not_finite": self._floats,
             "out_of_range": self._bounded,
             "not_utf8": self._strings,
+            "wrong_dimension": self._vectors,
         }
         if kind not in candidates:
             raise ValueError(f"unknown bad record kind {kind!r}; expected one of {BAD_KINDS}")
         name = pick(candidates[kind])
         field = self.spec.schema_.fields[name]
         if kind == "wrong_type":
-            token = _wrong_type(field, items[name])
+            token = _wrong_type(field, items[name], u[1])
         elif kind == "not_finite":
             token = NOT_FINITE_TOKENS[int(u[1] * len(NOT_FINITE_TOKENS))]
         elif kind == "out_of_range":
             token = _out_of_range(field, u[1], u[2])
+        elif kind == "wrong_dimension":
+            token = _wrong_dimension(items[name], u[1])
         else:
             token = _not_utf8(items[name])
         kept = _present(items, absent - {name})
@@ -166,11 +176,24 @@ def _present(items: Items, absent: set[str]) -> Items:
     return {n: t for n, t in items.items() if n not in absent}
 
 
-def _wrong_type(field: FieldSpec, token: bytes) -> bytes:
-    """A token no reasonable parser coerces to the field's type."""
-    if field.type in ("string", "timestamp"):
+def _wrong_type(field: FieldSpec, token: bytes, where: float) -> bytes:
+    """A token no reasonable parser coerces to the field's type (for an array, one element at ``where``)."""
+    if field.type in ("string", "text", "timestamp"):
         return b"[" + token + b"]"
+    if field.type in ("list", "vector"):
+        elements = json.loads(token)
+        if not elements:
+            return WRONG_TYPE_NUMBER_TOKEN
+        elements[min(int(where * len(elements)), len(elements) - 1)] = 1 if field.items == "string" else "n/a"
+        return json.dumps(elements, separators=(",", ":")).encode()
     return WRONG_TYPE_NUMBER_TOKEN
+
+
+def _wrong_dimension(token: bytes, side: float) -> bytes:
+    """The vector with its last element dropped or a copy of its first one added (a one-element vector grows)."""
+    elements = json.loads(token)
+    shorter = len(elements) > 1 and side < 0.5
+    return json.dumps(elements[:-1] if shorter else [*elements, elements[0]], separators=(",", ":")).encode()
 
 
 def _out_of_range(field: FieldSpec, side: float, size: float) -> bytes:
