@@ -26,7 +26,7 @@ from rt_training.drift.reports import DRIFT_REPORTS_SCHEMA
 from rt_training.lake.exactly_once import append_exactly_once
 from rt_training.lake.tables import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA, silver_schema, table_uri
 from rt_training.monitoring.run_events import append_run_event
-from rt_training.spec import CATEGORICAL_PREFIX, NUMERIC_PREFIX, PipelineSpec
+from rt_training.spec import PipelineSpec
 from rt_training.stream.planner import OffsetRange
 
 EVENT_BASE = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -60,8 +60,6 @@ def _silver_row(spec: PipelineSpec, partition: int, offset: int, event_time: dat
         "_ingested_at": event_time,
     }
     row.update({name: fills[f.type] for name, f in spec.schema_.fields.items()})
-    row.update({NUMERIC_PREFIX + name: 0.0 for name in spec.numeric_feature_names})
-    row.update({CATEGORICAL_PREFIX + name: 0 for name in spec.categorical_feature_names})
     return row
 
 
