@@ -11,7 +11,10 @@ Reservoirs (seeded, batch-vectorized, restartable from a JSON state), one per ``
 ``time_biased``
     :class:`TimeBiasedReservoir`: an exponential time-biased reservoir whose members' odds halve with every
     half-life of event time, so old rows leave as the stream moves on.
- :mod:`~rt_training.sampling.weights` turns a
+
+With ``sampling.mixture`` each strategy's reservoir keeps target shares per group of a field
+(:mod:`~rt_training.sampling.mixture` computes the targets, :mod:`~rt_training.sampling.grouped` keeps them).
+:mod:`~rt_training.sampling.weights` turns a
 sampling policy into per-example weights, :mod:`~rt_training.sampling.replay` reserves a share of the training
 set for older rows, :class:`SamplingSession` advances the whole sample one silver version at a time, and
 :class:`SamplerStateStore` keeps its state in Delta, once per silver version.
@@ -19,6 +22,8 @@ set for older rows, :class:`SamplingSession` advances the whole sample one silve
 
 from rt_training.sampling.base import Reservoir, UpdateResult
 from rt_training.sampling.factory import make_sampler, restore_sampler
+from rt_training.sampling.grouped import GroupedTimeBiasedReservoir, GroupedWeightedReservoir
+from rt_training.sampling.mixture import MixturePlan, MixtureReport, plan_mixture
 from rt_training.sampling.replay import MixUpdate, ReplayMixer, replay_split
 from rt_training.sampling.session import PolicyChangedError, SamplingSession, SessionUpdate
 from rt_training.sampling.state_store import SamplerStateStore, SaveResult, StoredState, sampler_state_uri
@@ -36,7 +41,11 @@ from rt_training.sampling.weights import (
 
 __all__ = [
     "ClassBalancer",
+    "GroupedTimeBiasedReservoir",
+    "GroupedWeightedReservoir",
     "MixUpdate",
+    "MixturePlan",
+    "MixtureReport",
     "PolicyChangedError",
     "PolicyWeights",
     "ReplayMixer",
@@ -54,6 +63,7 @@ __all__ = [
     "importance_weights",
     "make_sampler",
     "normalize",
+    "plan_mixture",
     "recency_weights",
     "replay_split",
     "restore_sampler",

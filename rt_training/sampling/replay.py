@@ -29,6 +29,7 @@ import numpy as np
 
 from rt_training.sampling.base import Reservoir
 from rt_training.sampling.factory import make_sampler, restore_sampler
+from rt_training.sampling.grouped import GroupedWeightedReservoir
 from rt_training.sampling.uniform import UniformReservoir
 
 if TYPE_CHECKING:
@@ -117,9 +118,22 @@ class ReplayMixer:
         """How many replay rows are missing (only while fewer rows than ``n_replay`` have been evicted)."""
         return 0 if self.replay is None else self.replay.capacity - len(self.replay)
 
-    def update(self, ids: Any, times: Any, weights: Any | None = None) -> MixUpdate:
-        """Offer a batch to the recent sample and pass its evictions to the replay reservoir."""
-        recent = self.recent.update(ids, times, weights)
+    def update(
+        self, ids: Any, times: Any, weights: Any | None = None, groups: Any | None = None
+    ) -> MixUpdate:
+        """Offer a batch to the recent sample and pass its evictions to the replay reservoir.
+
+        ``groups`` (one str per item) is for a recent sample that keeps group shares
+        (:class:`~rt_training.sampling.grouped.GroupedWeightedReservoir`); the replay part ignores groups.
+        """
+        if isinstance(self.recent, GroupedWeightedReservoir):
+            recent = self.recent.update(ids, times, weights, groups=groups)
+        elif groups is not None:
+            raise ValueError(
+                f"groups were given, but the recent sample ({self.recent.kind}) keeps no group shares"
+            )
+        else:
+            recent = self.recent.update(ids, times, weights)
         if self.replay is None or recent.evicted_ids.size == 0:
             return MixUpdate(recent.added_ids, recent.added_index, recent.evicted_ids[:0], recent.evicted_ids)
         replay = self.replay.update(recent.evicted_ids, recent.evicted_times)

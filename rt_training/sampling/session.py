@@ -9,6 +9,12 @@ sample in step; given the same saved state and the same rows, an update is the s
 recomputes it reproduces what an interrupted one began.
 
 Everything is driven by the spec: its id, event-time and label fields, and its sampling policy.
+
+With ``sampling.mixture`` the recent sample keeps a target share per group of the ``by`` field
+(:mod:`rt_training.sampling.mixture`, :mod:`rt_training.sampling.grouped`). The targets are recomputed at every
+update from the rows up to the update's ``reference_time`` (the training set's cut): the rows passed as
+``mixture_window`` (silver's rows in the mixture's horizon), or the offered rows themselves when none are given.
+The replay part is unaffected by the targets: it keeps a uniform sample of the rows the recent sample let go.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rt_training.sampling.grouped import GroupedWeightedReservoir
+from rt_training.sampling.mixture import MixturePlan, MixtureReport, group_keys, plan_mixture
 from rt_training.sampling.replay import ReplayMixer
 from rt_training.sampling.weights import PolicyWeights
 
@@ -52,6 +60,8 @@ class SessionUpdate:
         Sizes of the two parts of the training set after the update.
     items_seen
         Silver rows offered to the sample so far.
+    mixture
+        With ``sampling.mixture``: the targets in force and the recent sample's rows per group.
     """
 
     silver_version: int
@@ -61,6 +71,7 @@ class SessionUpdate:
     recent_rows: int
     replay_rows: int
     items_seen: int
+    mixture: MixtureReport | None = None
 
 
 def _seconds(column: pa.ChunkedArray, name: str) -> np.ndarray:
@@ -113,6 +124,7 @@ class SamplingSession:
         self.weighting = PolicyWeights(self.policy, uniform_mix=uniform_mix)
         self.mixer = ReplayMixer.for_policy(self.policy)
         self.silver_version: int | None = None
+        self.plan: MixturePlan | None = None
 
     # -- updates -----------------------------------------------------------------------------
     def update(
@@ -122,6 +134,7 @@ class SamplingSession:
         losses: Any | None = None,
         *,
         reference_time: float | None = None,
+        mixture_window: pa.Table | None = None,
     ) -> SessionUpdate:
         """Offer the new silver rows of ``silver_version`` to the sample.
 
@@ -137,7 +150,11 @@ class SamplingSession:
         reference_time
             Event time (Unix seconds) the ``weighted`` strategy's recency ages count from: the bound of the rows
             offered, i.e. the training set's cut (see :mod:`rt_training.sampling.weights`). ``None``: the newest
-            event time seen so far.
+            event time seen so far. The mixture's windows count back from it too (``None``: from the newest
+            event time of the rows).
+        mixture_window
+            With ``sampling.mixture``: the rows (``by`` and time fields) the targets are computed from, all with
+            event time up to ``reference_time``; ``None`` takes ``rows``.
 
         Raises
         ------
@@ -152,6 +169,9 @@ class SamplingSession:
         needed = [self.spec.id_field, self.spec.time_field]
         if self.weighting.needs_labels:
             needed.append(self.spec.label.field)
+        mixture = self.policy.mixture
+        if mixture is not None:
+            needed.append(mixture.by)
         missing = [c for c in needed if c not in rows.column_names]
         if missing:
             raise ValueError(f"silver rows lack column(s) {missing}; they have {rows.column_names}")
@@ -169,8 +189,33 @@ class SamplingSession:
                 )
             labels = label_column.to_numpy()
         ids, times, _ = self.mixer.recent.check(ids, times)
+        groups = plan = None
+        if mixture is not None:
+            groups = group_keys(rows.column(mixture.by))
+            window = rows if mixture_window is None else mixture_window
+            missing = [c for c in (mixture.by, self.spec.time_field) if c not in window.column_names]
+            if missing:
+                raise ValueError(
+                    f"the mixture window lacks column(s) {missing}; it has {window.column_names}"
+                )
+            cut = float(times.max()) if reference_time is None else float(reference_time)
+            plan = plan_mixture(
+                mixture,
+                group_keys(window.column(mixture.by)),
+                _seconds(window.column(self.spec.time_field), self.spec.time_field),
+                cut,
+            )
         weights = self.weighting.weights(labels, times, losses, reference_time=reference_time)
-        change = self.mixer.update(ids, times, weights)
+        report = None
+        if plan is not None:
+            recent = self.mixer.recent
+            assert isinstance(recent, GroupedWeightedReservoir)
+            recent.set_targets(plan.targets)
+            change = self.mixer.update(ids, times, weights, groups=groups)
+            self.plan = plan
+            report = MixtureReport(plan, recent.group_counts())
+        else:
+            change = self.mixer.update(ids, times, weights)
         self.silver_version = int(silver_version)
         ids_now, is_replay = self.mixer.members()
         replay_rows = int(is_replay.sum())
@@ -182,6 +227,7 @@ class SamplingSession:
             recent_rows=ids_now.size - replay_rows,
             replay_rows=replay_rows,
             items_seen=self.mixer.recent.items_seen,
+            mixture=report,
         )
 
     def members(self) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +244,7 @@ class SamplingSession:
             "silver_version": self.silver_version,
             "mixer": self.mixer.state(),
             "weights": self.weighting.state(),
+            "mixture_plan": None if self.plan is None else self.plan.to_json(),
         }
 
     @classmethod
@@ -215,8 +262,10 @@ class SamplingSession:
         """
         if state.get("format") != SESSION_FORMAT:
             raise ValueError(f"sampling session state format {state.get('format')!r} is not {SESSION_FORMAT}")
-        saved = state["policy"]
         now = spec.sampling.model_dump(mode="json")
+        # A setting added to the policy after the state was saved was then at its default.
+        defaults = type(spec.sampling)().model_dump(mode="json")
+        saved = {**{k: v for k, v in defaults.items() if k not in state["policy"]}, **state["policy"]}
         if saved != now:
             changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
             raise PolicyChangedError(
@@ -228,4 +277,6 @@ class SamplingSession:
         session.mixer = ReplayMixer.from_state(state["mixer"])
         session.weighting.restore(state["weights"])
         session.silver_version = None if state["silver_version"] is None else int(state["silver_version"])
+        plan = state.get("mixture_plan")
+        session.plan = None if plan is None else MixturePlan.from_json(plan)
         return session

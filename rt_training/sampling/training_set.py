@@ -52,6 +52,16 @@ together (and late rows) enter the sample less often. Members already in the sam
 refuses the setting with another strategy; an override passed by hand to a ``time_biased`` or ``uniform`` sample
 is not applied, and the metadata says so (``adapted_for_drift`` false). Every snapshot reports ``recent_share``,
 the share of members within one half-life (the one used) before the cut.
+
+Mixture by group
+----------------
+With ``sampling.mixture`` each run recomputes the group targets (:mod:`rt_training.sampling.mixture`) from
+silver's rows at version ``V`` whose event time is in the mixture's horizon before this run's cut (late rows
+committed by ``V`` included, held-out rows after the cut excluded), and the recent sample keeps those shares
+(:mod:`rt_training.sampling.grouped`). The metadata reports, per group (the top 19 by target, the rest summed as
+``(other)``), ``mixture_target_<group>`` and the achieved ``mixture_share_<group>`` of the recent rows (replay
+rows are older data outside the targets), ``mixture_boost_<group>`` with trending, ``mixture_groups`` and
+``mixture_max_gap`` (the largest ``|achieved - target|``).
 """
 
 from __future__ import annotations
@@ -66,6 +76,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rt_training.sampling.mixture import MixturePlan, MixtureReport
 from rt_training.sampling.weights import class_keys
 from rt_training.spec.durations import format_duration
 
@@ -180,6 +191,18 @@ class SavedSample:
 
         return ReplayMixer.from_state(self.session["mixer"]).members()
 
+    def mixture(self) -> MixtureReport | None:
+        """The mixture targets of the saved sample and its recent rows per group (``None`` without a mixture)."""
+        from rt_training.sampling.grouped import GroupedWeightedReservoir
+        from rt_training.sampling.replay import ReplayMixer
+
+        plan = self.session.get("mixture_plan")
+        if plan is None:
+            return None
+        recent = ReplayMixer.from_state(self.session["mixer"]).recent
+        assert isinstance(recent, GroupedWeightedReservoir)
+        return MixtureReport(MixturePlan.from_json(plan), recent.group_counts())
+
 
 @dataclass(frozen=True)
 class TrainingSetInfo:
@@ -237,6 +260,7 @@ class TrainingSetUpdate:
     importance_weighted: bool = False
     cut: dt.datetime | None = None
     clock: EventClock | None = None
+    mixture: MixtureReport | None = None
 
     def metadata(self) -> dict[str, Any]:
         """Flat, plottable values (``None`` left out)."""
@@ -277,6 +301,8 @@ class TrainingSetUpdate:
                 recent_share=s.recent_share,
             )
             out.update({f"label_share_{label}": share for label, share in s.label_shares.items()})
+        if self.mixture is not None:
+            out.update(self.mixture.metadata())
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -357,8 +383,15 @@ def _candidate_files(
     return keep
 
 
-def _read_files(table: DeltaTable, paths: list[str], where: pc.Expression, lake: LakeLocation) -> pa.Table:
-    """Rows matching ``where`` from some data files of ``table`` (paths as in its add actions)."""
+def _read_files(
+    table: DeltaTable,
+    paths: list[str],
+    where: pc.Expression,
+    lake: LakeLocation,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """Rows matching ``where`` from some data files of ``table`` (paths as in its add actions), all columns or
+    ``columns``."""
     import pyarrow.dataset as pds
     import pyarrow.fs as pa_fs
     from deltalake.fs import DeltaStorageHandler
@@ -367,11 +400,12 @@ def _read_files(table: DeltaTable, paths: list[str], where: pc.Expression, lake:
 
     schema = table_schema(table)
     if not paths:
-        return schema.empty_table()
+        empty = schema.empty_table()
+        return empty if columns is None else empty.select(columns)
     options = dict(lake.storage_options) if lake.storage_options else None
     filesystem = pa_fs.PyFileSystem(DeltaStorageHandler(table.table_uri, options))
     dataset = pds.dataset(sorted(paths), schema=schema, format="parquet", filesystem=filesystem)
-    return dataset.to_table(filter=where)
+    return dataset.to_table(columns=columns, filter=where)
 
 
 def offered_rows(
@@ -384,6 +418,29 @@ def offered_rows(
     paths = _candidate_files(silver, previous, watermark.cut, set(watermark.offsets), time_field)
     rows = _read_files(silver, paths, where, lake)
     return rows.sort_by([("_topic", "ascending"), ("_partition", "ascending"), ("_offset", "ascending")])
+
+
+def mixture_window(silver: DeltaTable, spec: PipelineSpec, cut: dt.datetime, lake: LakeLocation) -> pa.Table:
+    """The ``by`` and time columns of silver's rows (at the loaded version) in the mixture's horizon before
+    ``cut``: event time in ``(cut - trend_window - reference_window, cut]``."""
+    mixture = spec.sampling.mixture
+    assert mixture is not None
+    start = cut - dt.timedelta(seconds=mixture.trend_window + mixture.reference_window)
+    time_field = spec.time_field
+    where = (pc.field(time_field) > pa.scalar(start, _TS)) & (pc.field(time_field) <= pa.scalar(cut, _TS))
+    actions = pa.table(silver.get_add_actions(flatten=True))
+
+    def column(name: str) -> list[Any]:
+        return actions.column(name).to_pylist() if name in actions.column_names else [None] * actions.num_rows
+
+    paths = [
+        path
+        for path, first, last in zip(
+            column("path"), column(f"min.{time_field}"), column(f"max.{time_field}"), strict=True
+        )
+        if (first is None or first <= cut) and (last is None or last >= start)
+    ]
+    return _read_files(silver, paths, where, lake, columns=[mixture.by, time_field])
 
 
 def _drop_duplicate_ids(rows: pa.Table, previous: pa.Table | None, id_field: str) -> tuple[pa.Table, int]:
@@ -569,6 +626,7 @@ class _Context:
     lake: LakeLocation
     clock: EventClock
     recovered: bool = False
+    saved: SavedSample | None = None
 
     def unchanged(self, reason: str, **extra: Any) -> TrainingSetUpdate:
         current = current_training_set(self.spec, self.lake)
@@ -591,6 +649,7 @@ class _Context:
             recovered=self.recovered,
             recency_half_life_s=self.spec.sampling.recency_half_life_s,
             clock=self.clock,
+            mixture=None if self.saved is None else self.saved.mixture(),
             **extra,
         )
 
@@ -635,6 +694,7 @@ def update_training_set(
     store = SamplerStateStore.for_pipeline(spec.name, lake.root, options)
     stored = store.load_latest()
     saved = None if stored is None else SavedSample.from_state(stored.state, store.table_uri)
+    run.saved = saved
     if saved is not None and _write_snapshot(spec, lake, saved) is not None:
         run.recovered = True
         log.info(
@@ -672,7 +732,8 @@ def update_training_set(
     session = SamplingSession(spec) if saved is None else SamplingSession.from_state(spec, saved.session)
     half_life, adapted = _apply_half_life(session, half_life_override)
     losses = losses_fn(offered) if spec.sampling.importance and losses_fn is not None else None
-    update = session.update(offered, version, losses, reference_time=cut.timestamp())
+    window = None if spec.sampling.mixture is None else mixture_window(silver, spec, cut, lake)
+    update = session.update(offered, version, losses, reference_time=cut.timestamp(), mixture_window=window)
     sample = SavedSample(session.state(), watermark, previous)
     try:
         result = store.save(sample.to_state(), version)
@@ -717,4 +778,5 @@ def update_training_set(
         importance_weighted=losses is not None,
         cut=cut,
         clock=run.clock,
+        mixture=update.mixture,
     )

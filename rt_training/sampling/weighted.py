@@ -74,13 +74,17 @@ class WeightedReservoir(Reservoir):
         with np.errstate(divide="ignore"):
             return np.log(weights)
 
-    def _update(self, ids: np.ndarray, times: np.ndarray, weights: np.ndarray | None) -> UpdateResult:
-        assert self._id_kind is not None
-        exponentials = self._rng.standard_exponential(len(ids))
+    def _batch_keys(self, times: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        """``log(w) - log(E)`` for each item of a batch: one exponential draw per item, in stream order."""
+        exponentials = self._rng.standard_exponential(len(times))
         np.maximum(exponentials, _TINY, out=exponentials)
         log_e = np.log(exponentials, out=exponentials)
         log_w = self._log_weights(times, weights)
-        keys = np.negative(log_e, out=log_e) if log_w is None else np.subtract(log_w, log_e, out=log_e)
+        return np.negative(log_e, out=log_e) if log_w is None else np.subtract(log_w, log_e, out=log_e)
+
+    def _update(self, ids: np.ndarray, times: np.ndarray, weights: np.ndarray | None) -> UpdateResult:
+        assert self._id_kind is not None
+        keys = self._batch_keys(times, weights)
         candidates = np.flatnonzero(keys > self._threshold)
         if candidates.size == 0:
             return self._no_change()
