@@ -40,10 +40,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
+import yaml
 from _common import write_result
 from deltalake import write_deltalake
-from rt_training.features.state import FeatureState, fit_feature_state
 
+from rt_training.features.state import FeatureState, fit_feature_state
 from rt_training.spec import PipelineSpec, load_spec, parse_spec
 from rt_training.training.data import TrainingTensors, read_training_rows, tensors_from_arrow
 from rt_training.training.loop import train
@@ -68,7 +69,42 @@ label: {field: text, kind: language_model}
 model: {builtin: causal_lm, d_model: 128, n_layers: 2, n_heads: 4}
 training: {batch_size: BATCH, learning_rate: 0.001, epochs: 1000, early_stopping_patience: 1000}
 """
-WORDS = ["market", "team", "vote", "storm", "city", "court", "rates", "energy", "league", "film", "study", "launch", "bank", "coach", "river", "summit", "the", "a", "of", "in", "on", "for", "to", "with", "after", "over", "new", "record", "early", "late", "big", "small", "first", "final"]
+WORDS = [
+    "market",
+    "team",
+    "vote",
+    "storm",
+    "city",
+    "court",
+    "rates",
+    "energy",
+    "league",
+    "film",
+    "study",
+    "launch",
+    "bank",
+    "coach",
+    "river",
+    "summit",
+    "the",
+    "a",
+    "of",
+    "in",
+    "on",
+    "for",
+    "to",
+    "with",
+    "after",
+    "over",
+    "new",
+    "record",
+    "early",
+    "late",
+    "big",
+    "small",
+    "first",
+    "final",
+]
 
 
 def bench_spec(batch_size: int) -> PipelineSpec:
@@ -203,7 +239,9 @@ def lm_bare(data: TrainingTensors, spec: PipelineSpec, state: FeatureState, step
 
 
 def compare_lm(rows: int, length: int, batch_size: int, steps: int, repeats: int) -> dict[str, Any]:
-    spec = parse_spec(LM_SPEC.replace("LENGTH", str(length)).replace("BATCH", str(batch_size)))
+    spec = parse_spec(
+        yaml.safe_load(LM_SPEC.replace("LENGTH", str(length)).replace("BATCH", str(batch_size)))
+    )
     table = lm_sentences(rows, seed=1)
     state = fit_feature_state(spec, table, None, cold_start=True, seed=0)
     data = tensors_from_arrow(table, spec, state)

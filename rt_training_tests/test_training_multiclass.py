@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+import yaml
 
 from rt_training.features.state import fit_feature_state
 from rt_training.spec import parse_spec
@@ -59,7 +60,7 @@ def rows(n: int, seed: int, with_high: bool, start_s: int = 0) -> pa.Table:
 
 
 def test_a_class_appearing_mid_stream_is_added_and_learned():
-    spec = parse_spec(SPEC)
+    spec = parse_spec(yaml.safe_load(SPEC))
     assert spec.training.metric == "accuracy"  # the multiclass default
     first = rows(3000, seed=1, with_high=False)
     state = fit_feature_state(spec, first, None, cold_start=True, seed=0)
@@ -89,12 +90,18 @@ def test_a_class_appearing_mid_stream_is_added_and_learned():
     )
     before = {k: v.clone() for k, v in champion.model.state_dict().items()}
     warm = train(
-        spec, grown, *tensors_from_arrow(later, spec, grown).split(0.1, seed=0), init_checkpoint=checkpoint, max_steps=1
+        spec,
+        grown,
+        *tensors_from_arrow(later, spec, grown).split(0.1, seed=0),
+        init_checkpoint=checkpoint,
+        max_steps=1,
     )
     assert warm.grown
-    out_w = [k for k, v in warm.model.state_dict().items() if v.shape[0] == 3 and k in before][0]
+    out_w = next(k for k, v in warm.model.state_dict().items() if v.shape[0] == 3 and k in before)
     assert before[out_w].shape[0] == 2
-    warm = train(spec, grown, *tensors_from_arrow(later, spec, grown).split(0.1, seed=0), init_checkpoint=checkpoint)
+    warm = train(
+        spec, grown, *tensors_from_arrow(later, spec, grown).split(0.1, seed=0), init_checkpoint=checkpoint
+    )
 
     holdout = rows(1000, seed=3, with_high=True, start_s=6000)
     high = holdout.filter(pa.compute.equal(holdout.column("priority"), "high"))
@@ -108,7 +115,7 @@ def test_a_class_appearing_mid_stream_is_added_and_learned():
 
 
 def test_first_multiclass_champion_must_beat_the_majority_class():
-    spec = parse_spec(SPEC)
+    spec = parse_spec(yaml.safe_load(SPEC))
     table = rows(2000, seed=5, with_high=True)
     state = fit_feature_state(spec, table, None, cold_start=True, seed=0)
     result = train(spec, state, *tensors_from_arrow(table, spec, state).split(0.1, seed=0), max_steps=1)
