@@ -220,7 +220,8 @@ def features_path(path: str | os.PathLike[str]) -> Path:
 
 
 def save_checkpoint(payload: dict[str, Any], directory: str | os.PathLike[str]) -> SavedCheckpoint:
-    """Write ``payload`` atomically as ``<directory>/<id>.pt`` plus its sha256 sidecar."""
+    """Write ``payload`` atomically as ``<directory>/<id>.pt`` plus its sha256 sidecar and, when it has one, its
+    feature state as ``<id>.features.json``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{payload['id']}.pt"
@@ -228,15 +229,16 @@ def save_checkpoint(payload: dict[str, Any], directory: str | os.PathLike[str]) 
         raise CheckpointError(f"checkpoint {target} already exists; checkpoint ids must be unique")
     _atomic_write(target, lambda f: torch.save(payload, f))
     saved = SavedCheckpoint(payload["id"], str(target), file_sha256(target), target.stat().st_size)
-    features = payload["feature_state"].encode()
-    _atomic_write(features_path(target), lambda f: f.write(features))
-    sidecar = {
-        **asdict(saved),
-        "feature_state": {
+    sidecar: dict[str, Any] = {**asdict(saved)}
+    if isinstance(payload.get("feature_state"), str):
+        features = payload["feature_state"].encode()
+        _atomic_write(features_path(target), lambda f: f.write(features))
+        sidecar["feature_state"] = {
             "path": str(features_path(target)),
             "sha256": hashlib.sha256(features).hexdigest(),
             "format": FEATURE_STATE_FORMAT,
-        },
+        }
+    sidecar |= {
         "format": payload.get("format"),
         "step": payload.get("step"),
         "metrics": payload.get("metrics", {}),
