@@ -80,6 +80,8 @@ def report_metadata(report: Any) -> dict[str, Any]:
         "current_start": report.row["current_start"].isoformat(),
         "current_end": report.row["current_end"].isoformat(),
         "quality_after": reference.cut.isoformat(),
+        # The numbers behind the text, list and vector verdicts (OOV rate, lengths, vector spread): they plot.
+        **result.detail_numbers(),
     }
     if report.html_path:
         metadata["evidently_report"] = dg.MetadataValue.path(report.html_path)

@@ -39,7 +39,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -54,7 +54,7 @@ from rt_training.spec.models import DriftPolicy
 Frame = pd.DataFrame | pa.Table | Mapping[str, np.ndarray]
 """A window of rows: a pandas DataFrame, a pyarrow Table, or a mapping of column name to 1-D numpy array."""
 
-ColumnType = Literal["numeric", "categorical"]
+ColumnType = Literal["numeric", "categorical", "text", "list", "vector"]
 
 #: Up to this many reference values the p-value tests are used, above it the distances (Evidently's rule).
 SMALL_REFERENCE_MAX = 1000
@@ -75,6 +75,9 @@ class ColumnDrift:
     ``reference_count``/``current_count`` are the values compared, after dropping missing ones. ``n_values`` is
     the number of distinct values in both windows together, which decides the test; for a numeric column with
     more than five it is ``None`` (only that fact matters, and counting would cost a pass over both windows).
+    Text, list and vector fields give verdicts named ``<field>.<aspect>`` (:mod:`rt_training.drift.fields`),
+    whose ``details`` hold the numbers behind them (OOV rate, list lengths, vector spread); a tabular column's
+    ``details`` are empty.
     """
 
     column: str
@@ -86,6 +89,7 @@ class ColumnDrift:
     reference_count: int
     current_count: int
     n_values: int | None
+    details: dict[str, float] = field(default_factory=dict)
 
     @property
     def stattest_display_name(self) -> str:
@@ -121,6 +125,10 @@ class DriftResult:
     def drifted_columns(self) -> list[str]:
         """Names of the columns whose test detected drift, in the order they were given."""
         return [c.column for c in self.columns if c.drifted]
+
+    def detail_numbers(self) -> dict[str, float]:
+        """Every verdict's details as ``{"<column>:<name>": value}`` (e.g. ``"body.oov:oov_rate"``), for metadata."""
+        return {f"{c.column}:{key}": float(value) for c in self.columns for key, value in c.details.items()}
 
     def summary(self) -> str:
         """One line for logs and trigger reasons, e.g. ``"3/5 columns drifted (share 0.6 >= 0.5)"``."""
@@ -163,6 +171,12 @@ def detect_drift(
     numeric_columns: Sequence[str] = (),
     categorical_columns: Sequence[str] = (),
     policy: DriftPolicy | None = None,
+    *,
+    text_columns: Sequence[str] = (),
+    list_columns: Sequence[str] = (),
+    list_length_columns: Sequence[str] = (),
+    vector_columns: Sequence[str] = (),
+    seed: int = 0,
 ) -> DriftResult:
     """Compare ``current`` with ``reference`` column by column and decide dataset drift.
 
@@ -176,17 +190,36 @@ def detect_drift(
         The columns to compare and how to treat them; the result lists them in this order, numeric first.
     policy
         Threshold override and dataset drift share; ``None`` uses :class:`DriftPolicy`'s defaults.
+    text_columns, list_columns, list_length_columns, vector_columns
+        Fields judged by :mod:`rt_training.drift.fields`, two verdicts each (one for ``list_length_columns``:
+        lists whose elements are ids, compared by length only), listed after the tabular ones in this order.
+    seed
+        Seed of the vector fields' domain classifier (its row sample, split and projection).
 
     Raises
     ------
     DriftInputError
-        A column is missing from a window, listed twice, not numeric where declared numeric, or has no
-        non-missing value in a window.
+        A column is missing from a window, listed twice, not numeric where declared numeric, not of its
+        declared kind, or has no non-missing value in a window.
     """
+    from rt_training.drift import fields  # fields builds on this module's verdicts
+
     policy = policy or DriftPolicy()
-    validate_columns(numeric_columns, categorical_columns)
-    verdicts = [_numeric_drift(reference, current, name, policy) for name in numeric_columns]
+    validate_columns(
+        numeric_columns,
+        categorical_columns,
+        [*text_columns, *list_columns, *list_length_columns, *vector_columns],
+    )
+    verdicts = [numeric_drift(reference, current, name, policy) for name in numeric_columns]
     verdicts += [_categorical_drift(reference, current, name, policy) for name in categorical_columns]
+    for name in text_columns:
+        verdicts += fields.text_drift(reference, current, name, policy)
+    for name in list_columns:
+        verdicts += fields.list_drift(reference, current, name, policy)
+    for name in list_length_columns:
+        verdicts += fields.list_drift(reference, current, name, policy, elements=False)
+    for name in vector_columns:
+        verdicts += fields.vector_drift(reference, current, name, seed)
     n_drifted = sum(v.drifted for v in verdicts)
     share = n_drifted / len(verdicts)
     return DriftResult(
@@ -200,9 +233,11 @@ def detect_drift(
     )
 
 
-def validate_columns(numeric_columns: Sequence[str], categorical_columns: Sequence[str]) -> None:
+def validate_columns(
+    numeric_columns: Sequence[str], categorical_columns: Sequence[str], other_columns: Sequence[str] = ()
+) -> None:
     """Refuse an empty column list or a column listed twice (both would make the drift share meaningless)."""
-    names = [*numeric_columns, *categorical_columns]
+    names = [*numeric_columns, *categorical_columns, *other_columns]
     if not names:
         raise DriftInputError("no columns to compare: pass numeric_columns and/or categorical_columns")
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -210,20 +245,21 @@ def validate_columns(numeric_columns: Sequence[str], categorical_columns: Sequen
         raise DriftInputError(f"columns listed more than once (numeric and categorical?): {twice}")
 
 
-def _numeric_drift(reference: Frame, current: Frame, name: str, policy: DriftPolicy) -> ColumnDrift:
+def numeric_drift(reference: Frame, current: Frame, name: str, policy: DriftPolicy) -> ColumnDrift:
+    """The verdict on numeric column ``name``: Evidently's test for its size and distinct values."""
     ref = _finite(_numeric_values(reference, name, "reference"), name, "reference")
     cur = _finite(_numeric_values(current, name, "current"), name, "current")
     distinct = _distinct_if_few(ref, cur, NUMERIC_AS_CATEGORICAL_MAX_VALUES)
     if distinct is None:
         n_values = None
         test = choose_stattest("numeric", ref.size, NUMERIC_AS_CATEGORICAL_MAX_VALUES + 1)
-        threshold = _threshold(test, policy)
+        threshold = threshold_for(test, policy)
         test_fn = stattests.ks if test is stattests.KS else stattests.wasserstein_norm
         outcome = test_fn(ref, cur, threshold)
     else:
         n_values = distinct.size
         test = choose_stattest("numeric", ref.size, n_values)
-        threshold = _threshold(test, policy)
+        threshold = threshold_for(test, policy)
         ref_counts = np.bincount(np.searchsorted(distinct, ref), minlength=n_values)
         cur_counts = np.bincount(np.searchsorted(distinct, cur), minlength=n_values)
         outcome = _frequency_test(test, ref_counts, cur_counts, threshold)
@@ -234,7 +270,7 @@ def _numeric_drift(reference: Frame, current: Frame, name: str, policy: DriftPol
 
 def _categorical_drift(reference: Frame, current: Frame, name: str, policy: DriftPolicy) -> ColumnDrift:
     ref_codes, cur_codes, values = _shared_codes(
-        _raw_column(reference, name, "reference"), _raw_column(current, name, "current"), name
+        raw_column(reference, name, "reference"), raw_column(current, name, "current"), name
     )
     ref_codes, cur_codes = ref_codes[ref_codes >= 0], cur_codes[cur_codes >= 0]
     for codes, side in ((ref_codes, "reference"), (cur_codes, "current")):
@@ -242,7 +278,7 @@ def _categorical_drift(reference: Frame, current: Frame, name: str, policy: Drif
             raise DriftInputError(_no_values_message(name, side))
     n_values = len(values)
     test = choose_stattest("categorical", ref_codes.size, n_values)
-    threshold = _threshold(test, policy)
+    threshold = threshold_for(test, policy)
     ref_counts = np.bincount(ref_codes, minlength=n_values)
     cur_counts = np.bincount(cur_codes, minlength=n_values)
     if test is stattests.Z and _descending(values):
@@ -279,7 +315,8 @@ def _frequency_test(
     return stattests.jensenshannon(ref_counts, cur_counts, threshold)
 
 
-def _threshold(test: StatTest, policy: DriftPolicy) -> float:
+def threshold_for(test: StatTest, policy: DriftPolicy) -> float:
+    """``policy.stattest_threshold`` when set (Evidently's override of every test), else the test's default."""
     return test.default_threshold if policy.stattest_threshold is None else policy.stattest_threshold
 
 
@@ -292,7 +329,8 @@ def _n_rows(frame: Frame) -> int:
     return max((len(v) for v in frame.values()), default=0)
 
 
-def _raw_column(frame: Frame, name: str, side: str) -> pa.ChunkedArray | np.ndarray:
+def raw_column(frame: Frame, name: str, side: str) -> pa.ChunkedArray | np.ndarray:
+    """Column ``name`` of a window as it is stored; a clear error naming the side when it is not there."""
     if isinstance(frame, pa.Table):
         if name in frame.column_names:
             return frame.column(name)
@@ -319,7 +357,7 @@ def _numeric_values(frame: Frame, name: str, side: str) -> np.ndarray:
             series
         ):
             return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    raw = _raw_column(frame, name, side)
+    raw = raw_column(frame, name, side)
     if isinstance(raw, pa.ChunkedArray):
         if not (
             pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type) or pa.types.is_boolean(raw.type)

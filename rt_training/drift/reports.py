@@ -16,11 +16,17 @@ Current
     backfill or a replay ingests a month of events in minutes, and its newest-ingested rows are not its newest
     events. The bounds (the watermark, the window's first and last event time) are stored with the report.
 Columns
-    The spec's numeric features and its categorical features with a vocabulary, by their raw schema values; the
-    label (categorical for a binary label, numeric otherwise); and the champion's prediction on each row
-    (:data:`PREDICTION_COLUMN`: the probability for a binary label, the value otherwise). Hash-bucketed
-    categoricals (user or item ids) are left out: they are high-cardinality ids whose frequency tables always
-    differ between two windows, so a chi-squared or Jensen-Shannon verdict on them says nothing.
+    The spec's numeric features and its categorical features (fixed or learned vocabulary, on string, int or
+    bool fields), by their raw schema values; the label (categorical for a binary or multiclass label, numeric
+    for regression; a language model's label is its text feature); the group field of ``sampling.mixture``
+    (``by``), whose group shares are compared like a categorical column whether or not it is a feature; and
+    the champion's prediction on each row (:data:`PREDICTION_COLUMN`: the probability for a binary label, the
+    value otherwise). Text, list and vector features get two verdicts each (:mod:`rt_training.drift.fields`:
+    token distribution and OOV rate, length and element distributions, mean shift and domain classifier).
+    Hash-bucketed categoricals (user or item ids) are left out, and so are the elements of hash-bucketed lists
+    (their lengths are compared): they are high-cardinality ids whose frequency tables always differ between
+    two windows, so a chi-squared or Jensen-Shannon verdict on them says nothing. Evidently's HTML report
+    shows the tabular columns (it has no test for the others; none when there is no tabular column).
 Quality
     The champion's ``training.metric`` on the current rows whose event time is after its training set's cut
     (rows it never trained on; the report stores that cut as ``quality_after``) against the metric recorded when it was promoted, through
@@ -63,6 +69,8 @@ DRIFT_REPORTS_TABLE = "drift_reports"
 HTML_FOLDER = "drift_reports_html"
 PREDICTION_COLUMN = "_prediction"
 """The champion's output on each row of both windows: one more numeric column to compare."""
+DOMAIN_CLASSIFIER_SEED = 0
+"""Seed of the vector fields' domain classifier, so a report is the same when made again."""
 MIN_QUALITY_ROWS = 500
 """Fewest unseen labelled rows to score the champion on (AUC on 500 rows at a 20% base rate: about +-0.02)."""
 
@@ -87,7 +95,8 @@ DRIFT_REPORTS_SCHEMA = pa.schema(
     ]
 )
 """One row per drift report. ``reference_version`` is the champion's training-set version; ``columns_json``
-lists ``{column, stattest, score, threshold, drifted}``; ``quality_json`` is a
+lists ``{column, stattest, score, threshold, drifted, details}`` (``details``: the numbers behind a text, list
+or vector verdict, empty for a tabular column; absent in rows written before it existed); ``quality_json`` is a
 :meth:`~rt_training.drift.quality.QualitySignal.to_dict` or null. Event time: ``watermark`` is the pipeline's
 watermark the report was made at, ``current_start``/``current_end`` the oldest and newest event time in the
 current window, ``quality_after`` the champion's cut (quality is scored on current rows after it); these four
@@ -154,8 +163,26 @@ class DriftReport:
         return self.row["html_path"]
 
 
+@dataclass(frozen=True)
+class FieldColumns:
+    """The text, list and vector fields compared (:mod:`rt_training.drift.fields`)."""
+
+    text: list[str]
+    lists: list[str]
+    """Lists compared by length and elements."""
+    list_lengths: list[str]
+    """Hash-bucketed lists (ids): compared by length only."""
+    vectors: list[str]
+
+    @property
+    def names(self) -> list[str]:
+        """Every field, in the order of their verdicts."""
+        return [*self.text, *self.lists, *self.list_lengths, *self.vectors]
+
+
 def drift_columns(spec: PipelineSpec) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) raw columns compared: numeric features, vocabulary categoricals, the label.
+    """(numeric, categorical) raw columns compared: numeric features, categoricals that are not hash-bucketed,
+    the label, the mixture's group field.
 
     The champion's prediction (:data:`PREDICTION_COLUMN`) is added to the numeric ones when both windows are
     scored.
@@ -166,9 +193,64 @@ def drift_columns(spec: PipelineSpec) -> tuple[list[str], list[str]]:
             "prediction column; rename the field"
         )
     numeric = list(spec.numeric_feature_names)
-    categorical = [c.name for c in spec.features.categorical if c.vocabulary is not None]
-    (categorical if spec.label.kind == "binary" else numeric).append(spec.label.field)
+    categorical = [c.name for c in spec.features.categorical if c.hash_buckets is None]
+    if spec.label.kind in ("binary", "multiclass"):
+        categorical.append(spec.label.field)
+    elif spec.label.kind == "regression":
+        numeric.append(spec.label.field)
+    mixture = spec.sampling.mixture
+    if mixture is not None and mixture.by not in [*numeric, *categorical]:
+        categorical.append(mixture.by)
     return numeric, categorical
+
+
+def field_drift_columns(spec: PipelineSpec) -> FieldColumns:
+    """The text, sequence and vector features, by their raw schema values."""
+    sequences = spec.features.sequence
+    return FieldColumns(
+        text=[t.name for t in spec.features.text],
+        lists=[s.name for s in sequences if s.hash_buckets is None],
+        list_lengths=[s.name for s in sequences if s.hash_buckets is not None],
+        vectors=[v.name for v in spec.features.vector],
+    )
+
+
+def compare_windows(
+    spec: PipelineSpec, reference: pa.Table, current: pa.Table, numeric: list[str], categorical: list[str]
+) -> DriftResult:
+    """The detector's verdicts on two silver windows: the given tabular columns and the spec's other fields."""
+    from rt_training.drift.detector import detect_drift
+
+    fields = field_drift_columns(spec)
+    return detect_drift(
+        reference,
+        current,
+        numeric,
+        categorical,
+        spec.drift,
+        text_columns=fields.text,
+        list_columns=fields.lists,
+        list_length_columns=fields.list_lengths,
+        vector_columns=fields.vectors,
+        seed=DOMAIN_CLASSIFIER_SEED,
+    )
+
+
+def columns_json(result: DriftResult) -> str:
+    """The ``columns_json`` of a report row: one ``{column, stattest, score, threshold, drifted, details}`` each."""
+    return json.dumps(
+        [
+            {
+                "column": c.column,
+                "stattest": c.stattest,
+                "score": c.score,
+                "threshold": c.threshold,
+                "drifted": c.drifted,
+                "details": c.details,
+            }
+            for c in result.columns
+        ]
+    )
 
 
 def newest_rows(
@@ -267,31 +349,30 @@ def report_html_path(spec: PipelineSpec, lake: LakeLocation, report_id: str) -> 
     return str(Path(folder.removeprefix("file://")) / f"{report_id}.html")
 
 
-def compute_drift_report(
-    spec: PipelineSpec, lake: LakeLocation, champion: LoadedChampion, now: datetime
-) -> DriftReport:
-    """Compare the current silver window with the champion's reference rows and score its quality.
+@dataclass(frozen=True)
+class Windows:
+    """The two silver windows a report compares and the watermark the current one was cut against."""
 
-    Reads only; :func:`store_report` writes the HTML and the row.
+    reference: pa.Table
+    """The ``drift.window_rows`` newest rows up to the champion's cut, in silver at its training set's version."""
+    current: pa.Table
+    """The current window (see the module docstring), newest first."""
+    watermark: datetime
+
+
+def read_windows(spec: PipelineSpec, lake: LakeLocation, reference: Reference, columns: list[str]) -> Windows:
+    """Read ``columns`` of the reference and current silver windows (see the module docstring).
 
     Raises
     ------
     NothingToCompare
-        The champion's lineage names no readable training set, or either window is empty.
+        Silver at the reference's version cannot be loaded, or either window is empty.
     """
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
-    from rt_training.drift.detector import detect_drift
-    from rt_training.drift.quality import quality_drop
     from rt_training.eventtime.clock import event_clock
-    from rt_training.training.checkpoints import restore_model
-    from rt_training.training.data import columns_needed, tensors_from_arrow
-    from rt_training.training.loop import evaluate
 
-    reference = champion_reference(spec, lake, champion.entry)
-    numeric, categorical = drift_columns(spec)
-    read = list(dict.fromkeys([*numeric, *categorical, *columns_needed(spec), spec.time_field]))
     options = dict(lake.storage_options) if lake.storage_options else None
     silver_uri = lake.uri(spec.name, "silver")
     try:
@@ -302,7 +383,7 @@ def compute_drift_report(
             f"{reference.champion_id}'s training set) cannot be loaded: {exc}"
         ) from exc
     by = spec.time_field
-    ref = newest_rows(at_training, read, by=by, count=spec.drift.window_rows, upto=reference.cut)
+    ref = newest_rows(at_training, columns, by=by, count=spec.drift.window_rows, upto=reference.cut)
     if ref.num_rows == 0:
         raise NothingToCompare(
             f"silver {silver_uri} version {reference.silver_version} has no rows with event time up to "
@@ -315,9 +396,9 @@ def compute_drift_report(
         raise NothingToCompare(f"no silver rows at {silver_uri}")
     window = spec.drift.window_s
     if window is None:
-        cur = newest_rows(latest, read, by=by, count=spec.drift.window_rows, upto=watermark)
+        cur = newest_rows(latest, columns, by=by, count=spec.drift.window_rows, upto=watermark)
     else:
-        cur = newest_rows(latest, read, by=by, upto=watermark, since=watermark - timedelta(seconds=window))
+        cur = newest_rows(latest, columns, by=by, upto=watermark, since=watermark - timedelta(seconds=window))
     if cur.num_rows == 0:
         span = (
             f"with event time up to the watermark {watermark.isoformat()}"
@@ -326,13 +407,39 @@ def compute_drift_report(
             f"{watermark.isoformat()}"
         )
         raise NothingToCompare(f"silver {silver_uri} has no rows {span}")
+    return Windows(ref, cur, watermark)
+
+
+def compute_drift_report(
+    spec: PipelineSpec, lake: LakeLocation, champion: LoadedChampion, now: datetime
+) -> DriftReport:
+    """Compare the current silver window with the champion's reference rows and score its quality.
+
+    Reads only; :func:`store_report` writes the HTML and the row.
+
+    Raises
+    ------
+    NothingToCompare
+        The champion's lineage names no readable training set, or either window is empty.
+    """
+    from rt_training.drift.quality import quality_drop
+    from rt_training.training.checkpoints import restore_model
+    from rt_training.training.data import columns_needed, tensors_from_arrow
+    from rt_training.training.loop import evaluate
+
+    reference = champion_reference(spec, lake, champion.entry)
+    numeric, categorical = drift_columns(spec)
+    fields = field_drift_columns(spec).names
+    read = list(dict.fromkeys([*numeric, *categorical, *fields, *columns_needed(spec), spec.time_field]))
+    windows = read_windows(spec, lake, reference, read)
+    ref, cur, watermark, by = windows.reference, windows.current, windows.watermark, spec.time_field
     times = cur.column(by)
 
     restored = restore_model(champion.checkpoint, spec)
     ref = ref.append_column(PREDICTION_COLUMN, pa.array(_predictions(restored, ref, spec)))
     cur = cur.append_column(PREDICTION_COLUMN, pa.array(_predictions(restored, cur, spec)))
     numeric = [*numeric, PREDICTION_COLUMN]
-    result = detect_drift(ref, cur, numeric, categorical, spec.drift)
+    result = compare_windows(spec, ref, cur, numeric, categorical)
 
     unseen = cur.filter(pc.field(by) > pa.scalar(reference.cut, cur.schema.field(by).type))
     quality = None
@@ -352,18 +459,7 @@ def compute_drift_report(
         "drift_share": float(result.drift_share),
         "n_drifted": int(result.n_drifted),
         "dataset_drift": bool(result.dataset_drift),
-        "columns_json": json.dumps(
-            [
-                {
-                    "column": c.column,
-                    "stattest": c.stattest,
-                    "score": c.score,
-                    "threshold": c.threshold,
-                    "drifted": c.drifted,
-                }
-                for c in result.columns
-            ]
-        ),
+        "columns_json": columns_json(result),
         "html_path": report_html_path(spec, lake, report_id),
         "summary": result.summary(),
         "champion_id": reference.champion_id,

@@ -15,6 +15,18 @@ name                   score                              default    drifted whe
 The K-S comparison is ``<=`` while chi-squared and Z use ``<``: that asymmetry is Evidently's, kept so a
 p-value exactly at the threshold gets the same verdict here and in Evidently's report.
 
+Three more scores judge the fields that are not one value per row (:mod:`rt_training.drift.fields`); they
+are not Evidently's, so ``DriftPolicy.stattest_threshold`` does not replace their thresholds:
+
+=====================  =================================  =========  ======================
+``oov_rate``           share of current tokens/elements   0.1        ``score >= threshold``
+                       never seen in the reference
+``mean_shift``         distance of the mean vectors /     0.1        ``score >= threshold``
+                       the reference's RMS spread
+``domain_auc``         ROC AUC of a classifier telling    0.55 + 2   ``score >= threshold``
+                       current rows from reference rows   null SDs
+=====================  =================================  =========  ======================
+
 Frequency tests take aligned count vectors (one entry per value seen in either sample), so the caller counts
 once (``numpy.bincount`` over shared codes) and never builds per-value dictionaries.
 
@@ -56,7 +68,13 @@ Z = StatTest("z", "Z-test p_value", 0.05, "p_value")
 WASSERSTEIN = StatTest("wasserstein", "Wasserstein distance (normed)", 0.1, "distance")
 JENSENSHANNON = StatTest("jensenshannon", "Jensen-Shannon distance", 0.1, "distance")
 
-STATTESTS: dict[str, StatTest] = {t.name: t for t in (KS, CHISQUARE, Z, WASSERSTEIN, JENSENSHANNON)}
+OOV_RATE = StatTest("oov_rate", "OOV rate", 0.1, "distance")
+MEAN_SHIFT = StatTest("mean_shift", "Mean shift (normed)", 0.1, "distance")
+DOMAIN_AUC = StatTest("domain_auc", "Domain classifier ROC AUC", 0.55, "distance")
+
+STATTESTS: dict[str, StatTest] = {
+    t.name: t for t in (KS, CHISQUARE, Z, WASSERSTEIN, JENSENSHANNON, OOV_RATE, MEAN_SHIFT, DOMAIN_AUC)
+}
 
 #: Evidently floors the reference std at this value, so a constant reference column does not divide by zero.
 MIN_NORM = 0.001
@@ -178,3 +196,23 @@ def wasserstein_1(sorted_reference: np.ndarray, sorted_current: np.ndarray) -> f
     current_seen = np.cumsum(is_current[:-1])
     reference_seen = np.arange(1, n_ref + n_cur) - current_seen
     return float(np.dot(np.abs(reference_seen / n_ref - current_seen / n_cur), np.diff(merged)))
+
+
+def mean_shift(
+    reference: np.ndarray, current: np.ndarray, threshold: float = MEAN_SHIFT.default_threshold
+) -> TestOutcome:
+    """Distance between the mean vectors of two ``[n, dim]`` samples, in units of the reference's spread.
+
+    ``score = ||mean(current) - mean(reference)||_2 / sqrt(sum_j var_j(reference))``: the denominator is the
+    root-mean-square distance of a reference vector to its mean (population variances, floored at
+    :data:`MIN_NORM` like the Wasserstein norm), so the score does not depend on the units or on ``dim``. Every
+    coordinate moving by a tenth of its std gives 0.1, the Wasserstein threshold's meaning for one column; one
+    coordinate out of ``dim`` moving by one std gives ``1 / sqrt(dim)`` when the coordinates have equal
+    spread. Two samples of one distribution score about ``sqrt(1 / n_reference + 1 / n_current)`` (0.02 with
+    5,000 rows a side).
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    current = np.asarray(current, dtype=np.float64)
+    spread = max(float(np.sqrt(reference.var(axis=0).sum())), MIN_NORM)
+    score = float(np.linalg.norm(current.mean(axis=0) - reference.mean(axis=0)) / spread)
+    return TestOutcome(score, score >= threshold)

@@ -159,6 +159,17 @@ def _drift_metrics(snap: PipelineSnapshot) -> Iterator[Metric]:
         for col in drift.columns:
             score.add_metric([p, col.column], col.score)
         yield score
+    if any(col.details for col in drift.columns):
+        detail = _gauge(
+            "column_drift_detail",
+            "Numbers behind the text, list and vector verdicts of the latest drift report (OOV rate, list "
+            "lengths, vector spread), by verdict and name.",
+            ["column", "name"],
+        )
+        for col in drift.columns:
+            for name, value in sorted(col.details.items()):
+                detail.add_metric([p, col.column, name], value)
+        yield detail
 
 
 def _model_metrics(snap: PipelineSnapshot) -> Iterator[Metric]:

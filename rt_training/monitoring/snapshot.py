@@ -60,6 +60,8 @@ class ColumnDrift:
     score: float
     threshold: float
     drifted: bool
+    details: dict[str, float] = field(default_factory=dict)
+    """The numbers behind a text, list or vector verdict (OOV rate, lengths, spread); empty for a column."""
 
 
 @dataclass(frozen=True)
@@ -549,6 +551,7 @@ def _latest_drift(dt: DeltaTable) -> DriftSummary | None:
             score=float(c["score"]),
             threshold=float(c["threshold"]),
             drifted=bool(c["drifted"]),
+            details={str(k): float(v) for k, v in (c.get("details") or {}).items()},
         )
         for c in json.loads(latest["columns_json"] or "[]")
     )
