@@ -35,13 +35,15 @@ FIELDS: dict[str, dict[str, Any]] = {
 
 
 def make_spec(features: dict[str, Any], label: dict[str, Any] | None = None) -> PipelineSpec:
+    label = label or {"field": "y"}
     return parse_spec(
         {
             "name": "fs",
             "source": {"topic": "fs"},
             "schema": {"id_field": "id", "time_field": "t", "fields": FIELDS},
             "features": features,
-            "label": label or {"field": "y"},
+            "label": label,
+            "model": {"builtin": "causal_lm" if label.get("kind") == "language_model" else "mlp"},
         }
     )
 
@@ -470,6 +472,76 @@ def test_binary_regression_and_language_model_labels() -> None:
     )
 
 
+# -- text ---------------------------------------------------------------------------------------------------
+
+NEWS = [
+    "rates rose again as markets fell",
+    "markets rallied after rates held",
+    "storm closes roads across the north",
+    "the north braces for another storm",
+    "rates and storms lead the news",
+] * 8
+
+
+def test_text_featurize_uses_the_byte_tokenizer_layout() -> None:
+    spec = make_spec({"text": [{"name": "body", "max_length": 6}]})
+    state = fit(spec, with_label({"body": pa.array(["ab", "abcdefgh", None])}))
+    batch = state.featurize(pa.table({"body": pa.array(["hi", "abcdefgh", None])}))
+    a = 4 + ord("a")
+    np.testing.assert_array_equal(
+        batch["body"],
+        [[2, 4 + ord("h"), 4 + ord("i"), 3, 0, 0], [2, a, a + 1, a + 2, a + 3, 3], [0] * 6],
+    )
+    np.testing.assert_array_equal(batch["body__mask"], [[True] * 4 + [False] * 2, [True] * 6, [False] * 6])
+    assert state.inputs == (InputInfo("body", "text", size=260, max_length=6),)
+    assert state.describe()["tokenizer.body"] == "byte"
+
+
+def test_a_trained_tokenizer_is_kept_on_warm_starts_and_saved_with_the_state() -> None:
+    spec = make_spec(
+        {
+            "refit": "every_retrain",
+            "text": [{"name": "body", "max_length": 12, "tokenizer": {"kind": "bpe", "vocab_size": 300}}],
+        },
+        label={"field": "body", "kind": "language_model"},
+    )
+    first = fit(spec, pa.table({"body": NEWS}))
+    tokenizer = first.tokenizer("body")
+    assert first.inputs == (InputInfo("body", "text", size=tokenizer.vocab_size, max_length=12),)
+    probe = pa.table({"body": ["rates rose in the north", None]})
+    ids, mask = tokenizer.encode_batch(probe["body"].combine_chunks(), 12, "right")
+    batch = first.featurize(probe)
+    np.testing.assert_array_equal(batch["body"], ids)
+    np.testing.assert_array_equal(batch["body__mask"], mask)
+    assert first.encode_label(probe) is None and first.label_kind == "language_model"
+    described = first.describe()
+    assert (described["tokenizer.body"], described["tokenizer_vocab_size.body"]) == (
+        "bpe",
+        tokenizer.vocab_size,
+    )
+
+    other_texts = pa.table({"body": ["completely different words zebra quokka"] * 20})
+    second = fit(spec, other_texts, previous=first, cold_start=True)
+    assert second.to_dict()["features"] == first.to_dict()["features"]
+    np.testing.assert_array_equal(second.featurize(probe)["body"], batch["body"])
+
+    restored = FeatureState.from_dict(json.loads(first.to_json()))
+    assert restored.to_json() == first.to_json()
+    np.testing.assert_array_equal(restored.featurize(probe)["body"], batch["body"])
+
+    wordpiece = make_spec(
+        {"text": [{"name": "body", "max_length": 12, "tokenizer": {"kind": "wordpiece", "vocab_size": 300}}]},
+        label={"field": "body", "kind": "language_model"},
+    )
+    changed = fit(wordpiece, pa.table({"body": NEWS}), previous=first, cold_start=False)
+    assert changed.describe()["feature.body"] == "changed: tokenizer"
+    assert changed.describe()["tokenizer.body"] == "wordpiece"
+    with pytest.raises(
+        KeyError, match=r"'x' is not a text feature of this state \(text features: \['body'\]\)"
+    ):
+        changed.tokenizer("x")
+
+
 # -- save / restore, scale, imports --------------------------------------------------------------------
 
 
@@ -506,6 +578,9 @@ def mixed_table(n: int, seed: int) -> pa.Table:
                 pa.array(rng.normal(0, 1, n * 3).astype(np.float32)), 3
             ).cast(pa.list_(pa.float32())),
             "cls": pa.array(np.array(["k0", "k1", "k2", "k3"], dtype=object)[rng.integers(0, 4, n)]),
+            "body": pa.array(
+                np.array(NEWS[:5], dtype=object)[rng.integers(0, 5, n)], mask=rng.random(n) < 0.1
+            ),
         }
     )
 

@@ -57,6 +57,8 @@ from rt_training.features.encoders import (
 )
 from rt_training.features.inputs import InputInfo
 from rt_training.features.labels import LabelEncoder
+from rt_training.features.text import TextEncoder
+from rt_training.features.tokenizers import TextTokenizer
 from rt_training.spec.models import (
     CategoricalFeature,
     FieldSpec,
@@ -64,6 +66,7 @@ from rt_training.spec.models import (
     NumericFeature,
     PipelineSpec,
     SequenceFeature,
+    TextFeature,
     VectorFeature,
 )
 
@@ -71,14 +74,16 @@ FEATURE_STATE_FORMAT = "rt_training.features/1"
 """The ``format`` of :meth:`FeatureState.to_dict`; :meth:`FeatureState.from_dict` reads only this one."""
 _CLASSES_SHOWN = 20
 
-Encoder = NumericEncoder | CategoricalEncoder | SequenceEncoder | VectorEncoder
+Encoder = NumericEncoder | CategoricalEncoder | TextEncoder | SequenceEncoder | VectorEncoder
 ENCODERS: dict[str, type[Encoder]] = {
-    cls.group: cls for cls in (NumericEncoder, CategoricalEncoder, SequenceEncoder, VectorEncoder)
+    cls.group: cls
+    for cls in (NumericEncoder, CategoricalEncoder, TextEncoder, SequenceEncoder, VectorEncoder)
 }
 """Encoder class of each ``spec.features`` group, in input order."""
 _FEATURE_SPECS: dict[str, type[Any]] = {
     "numeric": NumericFeature,
     "categorical": CategoricalFeature,
+    "text": TextFeature,
     "sequence": SequenceFeature,
     "vector": VectorFeature,
 }
@@ -167,6 +172,14 @@ class FeatureState:
     def classes(self) -> tuple[str, ...] | None:
         """The multiclass label's classes as text, in index order, else None."""
         return self.label.classes
+
+    def tokenizer(self, name: str) -> TextTokenizer:
+        """The tokenizer of text feature ``name``."""
+        for encoder in self.encoders:
+            if isinstance(encoder, TextEncoder) and encoder.feature.name == name:
+                return encoder.tokenizer
+        texts = [e.feature.name for e in self.encoders if isinstance(e, TextEncoder)]
+        raise KeyError(f"{name!r} is not a text feature of this state (text features: {texts or 'none'})")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form: format, encoders (spec, field and fitted parts each, tokenizers serialized), label,
