@@ -57,7 +57,7 @@ def test_dagster_definitions_validate_exits_zero(tmp_path: Path) -> None:
 def test_loading_the_code_location_imports_nothing_heavy() -> None:
     code = (
         "import sys, rt_training.definitions; "
-        "print(','.join(m for m in ('torch', 'evidently', 'deltalake', 'kafka', 'sklearn') if m in sys.modules))"
+        "print(','.join(m for m in ('torch', 'evidently', 'tokenizers', 'deltalake', 'kafka', 'sklearn') if m in sys.modules))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
