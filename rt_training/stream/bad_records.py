@@ -8,8 +8,8 @@ kind           defect
 ============== ==============================================================================================
 malformed_json the JSON text cut short (every strict prefix of an object is invalid JSON); key ``None``
 missing_field  one required field left out (the key is ``None`` when that field is the id)
-wrong_type     one non-id field of the wrong JSON type: ``"n/a"`` for numbers, booleans, lists and vectors, the
-               value wrapped in a list (``["x"]``, ``[1700000000000]``) for strings, texts and timestamps
+wrong_type     one non-id field of the wrong JSON type: ``"n/a"`` for numbers and booleans, the value wrapped in a
+               list (``["x"]``, ``[1700000000000]``) for strings and timestamps
 not_finite     one float field set to the token ``NaN``, ``Infinity`` or ``-Infinity`` (Python's json emits them)
 out_of_range   one int/float field with a declared min or max set outside it (by 1-10 for ints, by 10-100% of
                the bound's size plus 0.1-1 for floats), finite and of the field's own type
@@ -168,7 +168,7 @@ def _present(items: Items, absent: set[str]) -> Items:
 
 def _wrong_type(field: FieldSpec, token: bytes) -> bytes:
     """A token no reasonable parser coerces to the field's type."""
-    if field.type in ("string", "text", "timestamp"):
+    if field.type in ("string", "timestamp"):
         return b"[" + token + b"]"
     return WRONG_TYPE_NUMBER_TOKEN
 
