@@ -493,8 +493,7 @@ class EventGenerator:
             drifted = times >= self._t0_ms + self.drift_at * 1000.0
         index = np.arange(self.generated, self.generated + n, dtype=np.int64)
         d = Draws(normal, uniform, id_bytes, times, drifted, index)
-        if n:
-            d = self._grouped(d, (times - self._t0_ms) / 1000.0)
+        d = self._grouped(d, (times - (self._t0_ms or 0)) / 1000.0)
         self.generated += n
 
         values = {f.name: f.draw(d) for f in self._fields if f is not self._label}
