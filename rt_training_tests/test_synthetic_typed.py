@@ -162,6 +162,18 @@ def test_good_events_pass_cleaning_with_no_dead_letters(which, news, typed):
     assert result.silver.num_rows == 3000
 
 
+@pytest.mark.parametrize("which", ["news", "typed"])
+def test_bad_records_are_dead_lettered_with_their_kind(which, news, typed):
+    """Each bad record lands in dead letters with the reason it was made for; every other one is silver."""
+    spec = news if which == "news" else typed
+    batch = EventGenerator(spec, seed=3, bad_ratio=0.3).generate(3000)
+    result = clean_batch(bronze(batch.values, spec.source.topic), spec)
+    letters = result.dead_letters.to_pydict()
+    reasons = dict(zip(letters["offset"], letters["reason"], strict=True))
+    assert [reasons.get(i) for i in range(3000)] == batch.kinds
+    assert len(set(batch.kinds) - {None}) >= 6
+
+
 # -- the typed spec -------------------------------------------------------------------------------------------------
 
 
