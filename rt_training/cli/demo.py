@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from rt_training.cli.kafka_options import KafkaFlags, kafka_options
-from rt_training.spec import SPEC_ENV_VAR
+from rt_training.spec import SPEC_ENV_VAR, SpecError, resolve_spec_path
 
 # Runs get this long to stop on their own after a cancel request; what is still running is then marked canceled.
 CANCEL_WAIT_S = 8.0
@@ -142,7 +142,10 @@ def cancel_runs_in_flight(url: str) -> set[str]:
     "--home", type=click.Path(file_okay=False), default=None, help="DAGSTER_HOME (default .dagster_home)."
 )
 @click.option(
-    "--spec", "spec_path", default=None, help=f"Pipeline spec (default ${SPEC_ENV_VAR} or the demo spec)."
+    "--spec",
+    "spec_path",
+    default=None,
+    help=f"Pipeline spec: a YAML path or a bundled name such as news (default ${SPEC_ENV_VAR} or clickstream).",
 )
 @kafka_options
 def demo(
@@ -175,7 +178,10 @@ def demo(
     for name, value in TICK_TIMEOUT_ENV.items():
         env.setdefault(name, value)
     if spec_path:
-        env[SPEC_ENV_VAR] = str(Path(spec_path).resolve())
+        try:
+            env[SPEC_ENV_VAR] = str(resolve_spec_path(spec_path).resolve())
+        except SpecError as exc:
+            raise click.ClickException(str(exc)) from None
 
     kafka_config = kafka_local.LocalKafkaConfig(data_dir=root / ".data" / "kafka")
     started_kafka = False

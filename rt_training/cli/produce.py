@@ -76,7 +76,10 @@ TTY_REFRESH_S = 0.5
     "a topic with time-based retention deletes records whose event time is older than its retention.ms.",
 )
 @click.option(
-    "--spec", "spec_path", default=None, help=f"Pipeline spec YAML (default: ${SPEC_ENV_VAR} or the demo)."
+    "--spec",
+    "spec_path",
+    default=None,
+    help=f"Pipeline spec: a YAML path or a bundled name such as news (default: ${SPEC_ENV_VAR} or the demo).",
 )
 @click.option("--topic", default=None, help="Topic to send to (default: the spec's source topic).")
 @click.option(

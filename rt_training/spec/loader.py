@@ -64,22 +64,52 @@ def parse_spec(data: Any, source: str = "<dict>", *, check_factory: bool = False
     return spec
 
 
+BUNDLED_SPECS_PACKAGE = "rt_training.specs"
+
+
+def bundled_specs() -> list[str]:
+    """Names of the specs shipped in ``rt_training/specs`` (``clickstream``, ``news``, ...)."""
+    files = resources.files(BUNDLED_SPECS_PACKAGE).iterdir()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
+
+
+def resolve_spec_path(path_or_name: str | os.PathLike[str]) -> Path:
+    """The spec file an argument names: an existing file, else a bundled spec's name.
+
+    ``news`` resolves to ``rt_training/specs/news.yaml`` unless a file called ``news`` exists in the working
+    directory (a path always wins). Anything else is a :class:`SpecError` listing the bundled names.
+    """
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    names = bundled_specs()
+    if str(path_or_name) in names:
+        return Path(str(resources.files(BUNDLED_SPECS_PACKAGE).joinpath(f"{path_or_name}.yaml")))
+    raise SpecError(
+        str(p),
+        [
+            (
+                "<file>",
+                f"no such file, and not a bundled spec name (bundled: {', '.join(names)}); pass an existing "
+                f"path or one of those names, or set {SPEC_ENV_VAR}",
+            )
+        ],
+    )
+
+
 def load_spec(path: str | os.PathLike[str] | None = None, *, check_factory: bool = False) -> PipelineSpec:
-    """Load a spec file; with no path, ``$RT_TRAINING_SPEC`` or the bundled demo spec.
+    """Load a spec file or bundled spec (see :func:`resolve_spec_path`); with none given,
+    ``$RT_TRAINING_SPEC`` (a path or bundled name too) or the bundled demo spec.
 
     ``check_factory`` imports and checks ``model.factory`` (see :func:`parse_spec`).
     """
     if path is None:
         path = os.environ.get(SPEC_ENV_VAR) or None
     if path is None:
-        text = resources.files("rt_training.specs").joinpath("clickstream.yaml").read_text()
+        text = resources.files(BUNDLED_SPECS_PACKAGE).joinpath("clickstream.yaml").read_text()
         source = "rt_training/specs/clickstream.yaml"
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise SpecError(
-                str(p), [("<file>", f"no such file; set {SPEC_ENV_VAR} or pass an existing path")]
-            )
+        p = resolve_spec_path(path)
         text = p.read_text()
         source = str(p)
     try:

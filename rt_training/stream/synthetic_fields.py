@@ -9,18 +9,31 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 
-from rt_training.spec.models import FieldSpec, NumericFeature
+from rt_training.spec.models import FieldSpec, NumericFeature, _Vocabulary
+from rt_training.stream.synthetic_text import MAX_WORDS, GroupTrend, HeadlineText, pseudo_words
 
 BLOCK = 4096
 ZIPF_EXPONENT = 1.0  # vocabularies and free strings
 POOL_ZIPF_EXPONENT = 0.7  # id pools: a few popular users/items, no single one dominating
 POOL_PER_BUCKET = 4
 TOKEN_POOL = 50
+DEFAULT_SCALE = 10.0  # spread of a number with no bounds and no spec statistics
+LEARNED_POOL = 50  # values of a learned vocabulary before the drift point
+LEARNED_NEW = 25  # values it gains after the drift point
+INT_POOL_SPAN = 1_000_000  # where an int field without bounds takes its values
+CLASS_POOL = 4  # classes of a multiclass label with no allowed values
+GROUP_POOL = 8  # groups of a mixture field with no declared values
+LIST_LENGTH = 8  # most elements of a list field without max_length
+LIST_MAX = 16  # most elements ever drawn for a list (its variates are fixed per event)
+VECTOR_RANK = 8  # vectors are drawn from this many normals per event (a seeded low-rank basis)
+MULTICLASS_LOGIT_SCALE = 2.0
 REGRESSION_NOISE = 0.5
 SAFE_INT = 2.0**53
 
@@ -37,6 +50,7 @@ class Draws:
     times: np.ndarray  # (n,) int64 epoch ms
     drifted: np.ndarray  # (n,) bool
     index: np.ndarray  # (n,) int64 position in the stream
+    group: np.ndarray | None = None  # (n,) intp topic group (see synthetic_text), when the spec has groups
 
 
 class Variates:
@@ -125,8 +139,9 @@ def legal_strings(name: str, field: FieldSpec, candidates: list[str]) -> list[st
 class Choice:
     """A Zipf-like choice over values, with a second popularity order mixed in after the drift point.
 
-    ``order[rank]`` is the value at popularity rank ``rank``; after the drift point a share ``mix_share`` of
-    events draws from ``drift_order`` instead, which changes the category mix without new values.
+    ``order[rank]`` is the value at popularity rank ``rank`` (ranks: ``len(order)``, at most ``len(values)``);
+    after the drift point a share ``mix_share`` of events draws from ``drift_order`` instead, which changes the
+    category mix and may bring values that ``order`` never names (new values).
     """
 
     def __init__(
@@ -139,20 +154,23 @@ class Choice:
     ):
         self.values = np.array(values, dtype=object)
         self.tokens = np.array([json.dumps(v).encode() for v in values], dtype=object)
-        weights = 1.0 / np.arange(1, len(values) + 1) ** exponent
+        self.order = np.arange(len(values)) if order is None else order
+        weights = 1.0 / np.arange(1, len(self.order) + 1) ** exponent
         self.cdf = np.cumsum(weights) / weights.sum()
         self.cdf[-1] = 1.0
-        self.order = np.arange(len(values)) if order is None else order
         self.drift_order = drift_order
         self.rank_col = cols.next_uniform()
         self.mix_col = cols.next_uniform()
 
     def draw(self, d: Draws, mix_share: float) -> np.ndarray:
         """Value indices, one per event."""
-        rank = np.searchsorted(self.cdf, d.uniform[:, self.rank_col], side="right")
+        return self.pick(d.uniform[:, self.rank_col], d.drifted & (d.uniform[:, self.mix_col] < mix_share))
+
+    def pick(self, u: np.ndarray, use_drift: np.ndarray) -> np.ndarray:
+        """Value indices for rank variates ``u``, from the drift order where ``use_drift`` (and one exists)."""
+        rank = np.searchsorted(self.cdf, u, side="right")
         if self.drift_order is None:
             return self.order[rank]
-        use_drift = d.drifted & (d.uniform[:, self.mix_col] < mix_share)
         return np.where(use_drift, self.drift_order[rank], self.order[rank])
 
 
@@ -243,19 +261,18 @@ class NumericFeatureField(FieldPlan):
         self.col = cols.next_normal()
         self.shift = shift
         self.fmt = {"int": b"%d", "float": b"%a", "bool": b"%s"}[spec.type]
+        self.mean, self.std = feature_moments(feature, spec)
         if spec.type == "bool":
-            p = feature.mean if 0.0 < feature.mean < 1.0 else 0.5
+            p = self.mean if 0.0 < self.mean < 1.0 else 0.5
             self.threshold = NormalDist().inv_cdf(1.0 - p)
-        typical = (
-            math.expm1(feature.mean) if feature.transform == "log1p" else max(abs(feature.mean), feature.std)
-        )
+        typical = math.expm1(self.mean) if feature.transform == "log1p" else max(abs(self.mean), self.std)
         self.decimals = _decimals(abs(typical))
 
     def draw(self, d: Draws) -> np.ndarray:
         eps = d.normal[:, self.col] + np.where(d.drifted, self.shift, 0.0)
         if self.spec.type == "bool":
             return eps > self.threshold
-        z = self.feature.mean + self.feature.std * eps
+        z = self.mean + self.std * eps
         raw = np.expm1(np.minimum(z, 700.0)) if self.feature.transform == "log1p" else z
         return _finish_number(raw, self.spec, self.decimals)
 
@@ -272,7 +289,44 @@ class NumericFeatureField(FieldPlan):
             x = np.clip(
                 x, -np.inf if f.clip_min is None else f.clip_min, np.inf if f.clip_max is None else f.clip_max
             )
-        return (x - f.mean) / f.std
+        return (x - self.mean) / self.std
+
+
+def feature_moments(feature: NumericFeature, field: FieldSpec) -> tuple[float, float]:
+    """The mean and std, in feature space (after the transform), that a numeric feature is drawn with.
+
+    The spec's ``mean`` and ``std`` win. A missing one comes from the field's bounds (narrowed by ``clip_min``
+    and ``clip_max`` for a clip transform, ``min`` raised to 0 for log1p), with ``t`` the transform:
+    both bounds: ``mean = (t(lo) + t(hi)) / 2``, ``std = (t(hi) - t(lo)) / 6``; one bound: ``2 * scale``
+    inside it with ``std = scale``; none: ``mean`` 0 (2 for log1p) and ``std = scale``, where ``scale`` is
+    :data:`DEFAULT_SCALE` (1 for log1p, in log space). A boolean is true with probability ``mean``, default 0.5.
+    """
+    if field.type == "bool":
+        return (0.5 if feature.mean is None else feature.mean), (0.5 if feature.std is None else feature.std)
+    log = feature.transform == "log1p"
+    lo, hi = field.min, field.max
+    if feature.transform == "clip":
+        lo = _tighter(lo, feature.clip_min, max)
+        hi = _tighter(hi, feature.clip_max, min)
+    if log:
+        lo = 0.0 if lo is None else max(lo, 0.0)
+    t = math.log1p if log else float
+    scale = 1.0 if log else DEFAULT_SCALE
+    if lo is not None and hi is not None:
+        mean, std = (t(lo) + t(hi)) / 2, (t(hi) - t(lo)) / 6 if hi > lo else scale
+    elif lo is not None:
+        mean, std = t(lo) + 2 * scale, scale
+    elif hi is not None:
+        mean, std = t(hi) - 2 * scale, scale
+    else:
+        mean, std = 0.0, scale
+    return (mean if feature.mean is None else feature.mean), (std if feature.std is None else feature.std)
+
+
+def _tighter(bound: float | None, other: float | None, pick: Callable[[float, float], float]) -> float | None:
+    if bound is None or other is None:
+        return other if bound is None else bound
+    return pick(bound, other)
 
 
 _BOOL_TOKENS = np.array([b"false", b"true"], dtype=object)
@@ -294,6 +348,132 @@ class ChoiceField(FieldPlan):
 
     def column(self, values: np.ndarray) -> np.ndarray:
         return self.choice.values[values]
+
+
+class GroupField(ChoiceField):
+    """The field of ``sampling.mixture.by``: its value is the event's group, drawn by a trending
+    :class:`~rt_training.stream.synthetic_text.GroupTrend` (value ``i`` of the choice is group ``i``)."""
+
+    def __init__(self, name: str, spec: FieldSpec, choice: Choice, trend: GroupTrend):
+        super().__init__(name, spec, choice, 0.0)
+        self.trend = trend
+
+    def assign(self, elapsed_s: np.ndarray, d: Draws) -> np.ndarray:
+        """Group indices of the events ``d``, ``elapsed_s`` seconds of event time after the first event."""
+        return self.trend.assign(elapsed_s, d.uniform[:, self.choice.rank_col])
+
+    def draw(self, d: Draws) -> np.ndarray:
+        return d.group  # type: ignore[return-value]
+
+
+class TextField(FieldPlan):
+    """A text field: a headline of the event's group (see :mod:`rt_training.stream.synthetic_text`)."""
+
+    def __init__(self, name: str, spec: FieldSpec, text: HeadlineText, cols: Columns, new_share: float):
+        super().__init__(name, spec)
+        self.text = text
+        self.new_share = new_share
+        self.len_col = cols.next_uniform()
+        self.word_cols = [cols.next_uniform() for _ in range(MAX_WORDS)]
+
+    def draw(self, d: Draws) -> np.ndarray:
+        group = d.group if d.group is not None else np.zeros(len(d.times), dtype=np.intp)
+        u = d.uniform
+        return self.text.draw(group, d.drifted, u[:, self.len_col], u[:, self.word_cols], self.new_share)
+
+    def template_args(self, values: np.ndarray) -> list:
+        return [json.dumps(v).encode() for v in values.tolist()]
+
+
+class ListField(FieldPlan):
+    """A list field: 1 to ``min(max_length or LIST_LENGTH, LIST_MAX)`` elements (uniform length).
+
+    String and int elements are Zipf-like choices over :func:`value_pool` (a sequence feature's encoding picks
+    the pool); after the drift point a drifting list draws a share ``drift`` of its events from the changed
+    popularity order. Float elements are centred in their bounds like other numbers, shifted by ``drift``
+    spreads after the drift point.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: FieldSpec,
+        cols: Columns,
+        rng: np.random.Generator,
+        encoding: _Vocabulary | None,
+        drift: float,
+    ):
+        super().__init__(name, spec)
+        self.max_items = min(spec.max_length or LIST_LENGTH, LIST_MAX)
+        self.len_col = cols.next_uniform()
+        self.drift = drift
+        self.element = FieldSpec(type=spec.items or "string", min=spec.min, max=spec.max)
+        if spec.items == "float":
+            self.cols = [cols.next_normal() for _ in range(self.max_items)]
+            self.centre, self.spread = _centre_spread(spec.min, spec.max)
+            self.decimals = _decimals(max(abs(self.centre), self.spread))
+        else:
+            self.choice = categorical_choice(rng, name, self.element, encoding, cols)
+            self.cols = [self.choice.rank_col] + [cols.next_uniform() for _ in range(self.max_items - 1)]
+
+    def draw(self, d: Draws) -> np.ndarray:
+        n = len(d.times)
+        lengths = 1 + np.minimum(
+            (d.uniform[:, self.len_col] * self.max_items).astype(np.intp), self.max_items - 1
+        )
+        if self.element.type == "float":
+            e = d.normal[:, self.cols] + np.where(d.drifted, self.drift, 0.0)[:, None]
+            items = _finish_number(self.centre + self.spread * e, self.element, self.decimals).tolist()
+        else:
+            use_drift = d.drifted & (d.uniform[:, self.choice.mix_col] < self.drift)
+            idx = np.column_stack([self.choice.pick(d.uniform[:, c], use_drift) for c in self.cols])
+            items = self.choice.values[idx].tolist()
+        out = np.empty(n, dtype=object)
+        out[:] = [row[:k] for row, k in zip(items, lengths.tolist(), strict=True)]
+        return out
+
+    def template_args(self, values: np.ndarray) -> list:
+        return [json.dumps(v, separators=(",", ":")).encode() for v in values.tolist()]
+
+
+class VectorField(FieldPlan):
+    """A vector field: ``dim`` floats, ``centre + spread * (z @ basis)`` with ``z`` the event's
+    ``min(dim, VECTOR_RANK)`` normals and a seeded basis of unit-variance coordinates; centre and spread from
+    the element bounds (``(lo + hi) / 2`` and ``(hi - lo) / 6``, else 0 and 1), then clipped to them. After the
+    drift point a drifting vector moves by ``drift`` spreads along each coordinate (seeded signs)."""
+
+    def __init__(self, name: str, spec: FieldSpec, cols: Columns, rng: np.random.Generator, drift: float):
+        super().__init__(name, spec)
+        dim = int(spec.dim or 1)
+        rank = min(dim, VECTOR_RANK)
+        self.cols = [cols.next_normal() for _ in range(rank)]
+        self.basis = rng.standard_normal((rank, dim)) / math.sqrt(rank)
+        self.signs = np.where(rng.random(dim) < 0.5, -1.0, 1.0)
+        self.drift = drift
+        self.centre, self.spread = _centre_spread(spec.min, spec.max)
+        self.element = FieldSpec(type="float", min=spec.min, max=spec.max)
+        self.decimals = _decimals(max(abs(self.centre), self.spread))
+
+    def draw(self, d: Draws) -> np.ndarray:
+        z = d.normal[:, self.cols] @ self.basis
+        z = z + np.where(d.drifted, self.drift, 0.0)[:, None] * self.signs
+        values = _finish_number(self.centre + self.spread * z, self.element, self.decimals)
+        out = np.empty(len(values), dtype=object)
+        out[:] = values.tolist()
+        return out
+
+    def template_args(self, values: np.ndarray) -> list:
+        return [json.dumps(v, separators=(",", ":")).encode() for v in values.tolist()]
+
+
+def _centre_spread(lo: float | None, hi: float | None) -> tuple[float, float]:
+    if lo is not None and hi is not None:
+        return (lo + hi) / 2, (hi - lo) / 6
+    if lo is not None:
+        return lo + 3.0, 1.0
+    if hi is not None:
+        return hi - 3.0, 1.0
+    return 0.0, 1.0
 
 
 class OtherNumberField(FieldPlan):
@@ -360,7 +540,11 @@ class LabelField(FieldPlan):
         self.u_col = cols.next_uniform()
         self.noise_col = cols.next_normal()
         self.fmt = {"int": b"%d", "float": b"%a"}.get(spec.type, b"%s")
-        if spec.type == "string":
+        if kind == "multiclass":
+            classes = class_values(name, spec)
+            self.class_values = np.array(classes, dtype=object)
+            self.class_tokens = np.array([json.dumps(v).encode() for v in classes], dtype=object)
+        elif spec.type == "string":
             pair = spec.allowed if spec.allowed is not None and len(spec.allowed) == 2 else ["0", "1"]
             self.string_tokens = np.array([json.dumps(v).encode() for v in pair], dtype=object)
             self.string_values = np.array(pair, dtype=object)
@@ -370,14 +554,28 @@ class LabelField(FieldPlan):
         )
         self.decimals = _decimals(max(abs(self.offset), self.spread))
 
+    @property
+    def n_classes(self) -> int:
+        """How many hidden models drive the label: one per class for multiclass, else one."""
+        return len(self.class_values) if self.kind == "multiclass" else 1
+
     def expectation(self, signal: np.ndarray) -> np.ndarray:
-        """The label's expectation from the model's signal (a logit for binary labels)."""
+        """The label's expectation from the model's signal (a logit for binary labels; for multiclass, one
+        column per class and the class probabilities ``softmax(MULTICLASS_LOGIT_SCALE * signal)``)."""
+        if self.kind == "multiclass":
+            z = MULTICLASS_LOGIT_SCALE * signal
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
         if self.kind == "binary":
             return 1.0 / (1.0 + np.exp(-signal))
         return self.offset + self.spread * signal
 
     def draw_label(self, mean: np.ndarray, d: Draws) -> np.ndarray:
-        """Labels around the expectation ``mean``: Bernoulli draws, or Gaussian noise for regression."""
+        """Labels around the expectation ``mean``: Bernoulli draws, a class index drawn from the class
+        probabilities, or Gaussian noise for regression."""
+        if self.kind == "multiclass":
+            u = d.uniform[:, self.u_col][:, None]
+            return np.minimum((np.cumsum(mean, axis=1) < u).sum(axis=1), mean.shape[1] - 1)
         if self.kind == "binary":
             hit = d.uniform[:, self.u_col] < mean
             return hit if self.spec.type in ("bool", "string") else _finish_number(hit * 1.0, self.spec, 1)
@@ -385,6 +583,8 @@ class LabelField(FieldPlan):
         return _finish_number(noisy, self.spec, self.decimals)
 
     def template_args(self, values: np.ndarray) -> list:
+        if self.kind == "multiclass":
+            return self.class_tokens[values].tolist()
         if self.spec.type == "bool":
             return _BOOL_TOKENS[values.astype(np.intp)].tolist()
         if self.spec.type == "string":
@@ -392,6 +592,8 @@ class LabelField(FieldPlan):
         return values.tolist()
 
     def column(self, values: np.ndarray) -> np.ndarray:
+        if self.kind == "multiclass":
+            return self.class_values[values]
         return self.string_values[values.astype(np.intp)] if self.spec.type == "string" else values
 
 
@@ -411,3 +613,106 @@ def word_pool(rng: np.random.Generator, name: str, spec: FieldSpec) -> list[str]
     letters = rng.integers(ord("a"), ord("z") + 1, size=(TOKEN_POOL, length), dtype=np.uint8)
     words = sorted({bytes(row).decode() for row in letters})
     return legal_strings(name, spec, words)
+
+
+def value_pool(
+    rng: np.random.Generator, name: str, field: FieldSpec, encoding: _Vocabulary | None
+) -> tuple[list, int]:
+    """The values a categorical (or a list's element) of type ``field.type`` takes, and how many of them come
+    before the drift point (the rest are new values that only drift brings).
+
+    A fixed ``vocabulary`` gives its values; ``hash_buckets`` a pool of ``POOL_PER_BUCKET`` ids per bucket
+    (``<name>_<n>`` strings, or seeded ints inside the bounds); otherwise (a learned vocabulary, or not a
+    feature) the ``allowed`` values, or :data:`LEARNED_POOL` seeded pseudo-words or ints inside the bounds plus
+    :data:`LEARNED_NEW` new ones. Booleans are ``false`` and ``true``.
+    """
+    vocab = encoding.vocabulary if encoding is not None else None
+    buckets = encoding.hash_buckets if encoding is not None else None
+    values: list
+    if field.type == "bool":
+        values = [v == "true" for v in vocab if v in ("true", "false")] if vocab else [False, True]
+        before = len(values)
+    elif field.type == "int":
+        if vocab is not None:
+            lo, hi = _int_bounds(field)
+            values = [int(v) for v in vocab if re.fullmatch(r"-?\d+", v) and lo <= int(v) <= hi]
+            before = len(values)
+        elif buckets is not None:
+            values = int_pool(rng, field, POOL_PER_BUCKET * buckets)
+            before = len(values)
+        else:
+            values = int_pool(rng, field, LEARNED_POOL + LEARNED_NEW)
+            before = min(len(values), LEARNED_POOL) if len(values) > LEARNED_POOL else len(values)
+    elif vocab is not None:
+        values = legal_strings(name, field, list(vocab))
+        before = len(values)
+    elif buckets is not None:
+        values = id_pool(name, field, POOL_PER_BUCKET * buckets)
+        before = len(values)
+    elif field.allowed is not None:
+        values = legal_strings(name, field, list(field.allowed))
+        before = len(values)
+    else:
+        values = legal_strings(name, field, pseudo_words(rng, LEARNED_POOL + LEARNED_NEW))
+        before = min(len(values), LEARNED_POOL)
+    if not values:
+        raise ValueError(
+            f"schema field {name!r}: no value satisfies its vocabulary and bounds to generate from"
+        )
+    return values, before
+
+
+def categorical_choice(
+    rng: np.random.Generator, name: str, field: FieldSpec, encoding: _Vocabulary | None, cols: Columns
+) -> Choice:
+    """A :class:`Choice` over :func:`value_pool`: after the drift point a pool with new values draws from a
+    seeded order over all of them, a hashed pool from another seeded order, any other from the reversed one."""
+    values, before = value_pool(rng, name, field, encoding)
+    if before < len(values):
+        return Choice(values, cols, np.arange(before), rng.permutation(len(values))[:before])
+    if encoding is not None and encoding.hash_buckets is not None:
+        orders = rng.permutation(len(values)), rng.permutation(len(values))
+        return Choice(values, cols, *orders, exponent=POOL_ZIPF_EXPONENT)
+    return Choice(values, cols, drift_order=np.arange(len(values))[::-1].copy())
+
+
+def group_values(rng: np.random.Generator, name: str, field: FieldSpec, encoding: _Vocabulary | None) -> list:
+    """The groups of a mixture's ``by`` field: its fixed vocabulary or ``allowed`` values, else
+    :data:`GROUP_POOL` values (consecutive ints from the lower bound, or seeded pseudo-words); booleans
+    ``false`` and ``true``."""
+    if field.type == "bool" or (encoding is not None and encoding.vocabulary is not None) or field.allowed:
+        return value_pool(rng, name, field, encoding)[0]
+    if field.type == "int":
+        lo, hi = _int_bounds(field)
+        return list(range(lo, min(lo + GROUP_POOL - 1, hi) + 1))
+    return legal_strings(name, field, pseudo_words(rng, GROUP_POOL))
+
+
+def class_values(name: str, field: FieldSpec) -> list:
+    """The classes of a multiclass label: ``allowed`` values, else :data:`CLASS_POOL` of them (``<name>_<n>``
+    strings, consecutive ints from the lower bound), or ``false`` and ``true``."""
+    if field.type == "bool":
+        return [False, True]
+    if field.type == "int":
+        lo, hi = _int_bounds(field)
+        return list(range(lo, min(lo + CLASS_POOL - 1, hi) + 1))
+    if field.allowed is not None:
+        return legal_strings(name, field, list(field.allowed))
+    return id_pool(name, field, CLASS_POOL)
+
+
+def _int_bounds(field: FieldSpec) -> tuple[int, int]:
+    lo = math.ceil(field.min) if field.min is not None else None
+    hi = math.floor(field.max) if field.max is not None else None
+    if lo is None:
+        lo = 0 if hi is None or hi >= 0 else hi - INT_POOL_SPAN
+    return lo, lo + INT_POOL_SPAN if hi is None else hi
+
+
+def int_pool(rng: np.random.Generator, field: FieldSpec, size: int) -> list[int]:
+    """``size`` distinct ints inside the field's bounds in a seeded order (all of them when fewer fit)."""
+    lo, hi = _int_bounds(field)
+    span = hi - lo + 1
+    if span <= size:
+        return list(range(lo, hi + 1))
+    return (lo + rng.choice(span, size=size, replace=False)).tolist()
