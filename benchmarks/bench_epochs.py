@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 from _common import write_result
-from rt_training.features.state import FeatureState, fit_feature_state
 
 from rt_training.clean import clean_batch
+from rt_training.features.state import FeatureState, fit_feature_state
 from rt_training.spec import PipelineSpec, load_spec
 from rt_training.stream.synthetic import EventGenerator
 from rt_training.training.checkpoints import Lineage, build_checkpoint

@@ -15,7 +15,7 @@ from rt_training.training.data import tensors_from_arrow
 from rt_training.training.loop import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_epochs import fit, silver_rows  # noqa: E402
+from bench_epochs import fit, silver_rows
 
 AUC_BEFORE = 0.7766
 

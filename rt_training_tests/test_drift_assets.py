@@ -21,7 +21,6 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from rt_training.features.state import fit_feature_state
 
 from rt_training.clean.pipeline import clean_batch
 from rt_training.defs.factory import build_definitions
@@ -36,6 +35,7 @@ from rt_training.drift.reports import (
     latest_report,
     newest_rows,
 )
+from rt_training.features.state import fit_feature_state
 from rt_training.ingest.batch import LakeLocation
 from rt_training.lake.tables import BRONZE_SCHEMA, UTC_US, checkpoints_dir
 from rt_training.monitoring.snapshot import gather_snapshot

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from rt_training.features.state import fit_feature_state
 
 from rt_training.cli.main import cli
+from rt_training.features.state import fit_feature_state
 from rt_training.spec import load_spec
 from rt_training.training.checkpoints import Lineage, build_checkpoint, new_checkpoint_id, save_checkpoint
 from rt_training.training.models import build_model

@@ -88,7 +88,11 @@ class FieldSpec(_Strict):
         if self.max_length is not None and self.type not in ("string", "text", "list"):
             raise ValueError(f"max_length applies to string, text and list fields, not to {self.type}")
         numeric_items = self.type == "vector" or (self.type == "list" and self.items in ("int", "float"))
-        if (self.min is not None or self.max is not None) and self.type not in ("int", "float") and not numeric_items:
+        if (
+            (self.min is not None or self.max is not None)
+            and self.type not in ("int", "float")
+            and not numeric_items
+        ):
             raise ValueError(
                 f"min/max apply to int and float fields and to the elements of numeric lists and vectors, "
                 f"not to {self.type}" + (f" of {self.items}" if self.items else "")
@@ -159,7 +163,9 @@ class _Vocabulary(_Strict):
     @model_validator(mode="after")
     def _one_encoding(self) -> _Vocabulary:
         if self.vocabulary is not None and self.hash_buckets is not None:
-            raise ValueError("give at most one of vocabulary or hash_buckets (neither: learned from the data)")
+            raise ValueError(
+                "give at most one of vocabulary or hash_buckets (neither: learned from the data)"
+            )
         if self.vocabulary is not None and len(set(self.vocabulary)) != len(self.vocabulary):
             raise ValueError("vocabulary has duplicate entries")
         return self
@@ -202,7 +208,9 @@ class TokenizerSpec(_Strict):
     @model_validator(mode="after")
     def _factory_named(self) -> TokenizerSpec:
         if (self.kind == "factory") != (self.factory is not None):
-            raise ValueError("tokenizer.factory ('package.module:function') goes with kind: factory, and only with it")
+            raise ValueError(
+                "tokenizer.factory ('package.module:function') goes with kind: factory, and only with it"
+            )
         if self.factory is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.factory):
             raise ValueError("tokenizer.factory must look like 'package.module:function'")
         return self
@@ -503,7 +511,9 @@ class PipelineSpec(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("a field is listed as a feature twice")
         if not names:
-            raise ValueError("features: declare at least one feature (numeric, categorical, text, sequence or vector)")
+            raise ValueError(
+                "features: declare at least one feature (numeric, categorical, text, sequence or vector)"
+            )
         label = self.label
         if label.field not in fields:
             raise ValueError(f"label.field {label.field!r} is not a schema field")
@@ -516,8 +526,14 @@ class PipelineSpec(_Strict):
         elif label.field in names:
             raise ValueError(f"label.field {label.field!r} is also a feature (label leakage)")
         if label.kind == "multiclass" and fields[label.field].type not in ("string", "int", "bool"):
-            raise ValueError(f"label.kind multiclass needs a string, int or bool field, {label.field!r} is not")
-        if label.kind in ("binary", "regression") and fields[label.field].type not in ("int", "float", "bool"):
+            raise ValueError(
+                f"label.kind multiclass needs a string, int or bool field, {label.field!r} is not"
+            )
+        if label.kind in ("binary", "regression") and fields[label.field].type not in (
+            "int",
+            "float",
+            "bool",
+        ):
             raise ValueError(f"label.kind {label.kind} needs a numeric field, {label.field!r} is not")
         if self.training.metric is None:
             object.__setattr__(self.training, "metric", DEFAULT_METRIC[label.kind])
@@ -530,7 +546,9 @@ class PipelineSpec(_Strict):
         if builtin == "causal_lm" and label.kind != "language_model":
             raise ValueError("model.builtin causal_lm needs label.kind language_model")
         if label.kind == "language_model" and builtin in ("mlp", "logistic", "text_classifier"):
-            raise ValueError(f"label.kind language_model needs model.builtin causal_lm (or a factory), not {builtin}")
+            raise ValueError(
+                f"label.kind language_model needs model.builtin causal_lm (or a factory), not {builtin}"
+            )
         if builtin == "text_classifier" and not self.features.text:
             raise ValueError("model.builtin text_classifier needs at least one features.text entry")
         mixture = self.sampling.mixture

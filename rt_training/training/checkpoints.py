@@ -290,7 +290,9 @@ def feature_state_of(checkpoint: dict[str, Any]) -> FeatureState:
     return FeatureState.from_dict(json.loads(text))
 
 
-def check_compatible(checkpoint: dict[str, Any], spec: PipelineSpec, state: FeatureState | None = None) -> None:
+def check_compatible(
+    checkpoint: dict[str, Any], spec: PipelineSpec, state: FeatureState | None = None
+) -> None:
     """Raise :class:`IncompatibleCheckpointError` when the checkpoint's model cannot serve ``spec`` with
     ``state`` (its own feature state when ``None``). Grown vocabularies or classes are compatible."""
     state = state if state is not None else feature_state_of(checkpoint)

@@ -134,7 +134,9 @@ def tensors_from_arrow(
         label_values = state.encode_label(table)
         if spec.label.kind == "binary" and n and not np.isin(label_values, (0.0, 1.0)).all():
             bad = label_values[~np.isin(label_values, (0.0, 1.0))][0]
-            raise TrainingDataError(f"{where}: binary label {spec.label.field!r} holds {bad}; expected 0 or 1")
+            raise TrainingDataError(
+                f"{where}: binary label {spec.label.field!r} holds {bad}; expected 0 or 1"
+            )
     weight = None
     if SAMPLE_WEIGHT_COLUMN in table.column_names:
         col = table.column(SAMPLE_WEIGHT_COLUMN)

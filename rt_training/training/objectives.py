@@ -68,7 +68,9 @@ class RowScores:
     def ratio_terms(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """``(numerator, denominator)`` per row, so ``metric = f(sum(w * num) / sum(w * den))``."""
         if self.nll is None or self.count is None:
-            raise ValueError(f"metric {metric!r} needs per-row log-likelihoods, these scores hold raw outputs")
+            raise ValueError(
+                f"metric {metric!r} needs per-row log-likelihoods, these scores hold raw outputs"
+            )
         if metric == "accuracy":
             if self.correct is None:
                 raise ValueError("accuracy needs to know which rows were right; these scores do not say")
@@ -130,9 +132,7 @@ class Objective:
         ).view_as(keep)
         return (flat * keep).sum(dim=1), keep.sum(dim=1)
 
-    def scores(
-        self, output: torch.Tensor, label: torch.Tensor | None, batch: dict
-    ) -> dict[str, np.ndarray]:
+    def scores(self, output: torch.Tensor, label: torch.Tensor | None, batch: dict) -> dict[str, np.ndarray]:
         """The per-row numbers of one batch (see :class:`RowScores`), as float64 numpy."""
         if self.kind in ("binary", "regression"):
             return {"raw": output.float().detach().cpu().numpy().astype(np.float64)}
@@ -159,7 +159,9 @@ class Objective:
         num, den = scores.ratio_terms(name)
         return ratio_metric(name, num, den, weight)
 
-    def mean_loss(self, scores: RowScores, label: np.ndarray | None, weight: np.ndarray | None = None) -> float:
+    def mean_loss(
+        self, scores: RowScores, label: np.ndarray | None, weight: np.ndarray | None = None
+    ) -> float:
         """The training loss over all scored rows (what :meth:`loss` gives, without batching)."""
         if len(scores) == 0:
             return math.nan
