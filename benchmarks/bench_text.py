@@ -4,12 +4,13 @@
     python benchmarks/bench_text.py --rows 20000 --repeats 3 # quicker
 
 Seeded synthetic sentences (Zipf-distributed pseudo-words, capitals, commas, numbers) are written as a string
-column to a Delta table in a temporary directory, and a BPE tokenizer (``--vocab-size``) is fitted on them
-before any timing. Measured, round-robin so each meets the same background load, best of ``--repeats``:
+column to a Delta table in a temporary directory, and a feature state with a BPE tokenizer (``--vocab-size``) is
+fitted on them before any timing. Measured, round-robin so each meets the same background load, best of ``--repeats``:
 
-* ``delta_text_to_tensors`` with the BPE tokenizer: read the column (``DeltaTable.to_pyarrow_table``),
-  :meth:`~rt_training.features.tokenizers.HFTokenizer.encode_batch` (``--max-length``, right truncation),
-  ``torch.from_numpy`` → ``tokens_per_s`` (non-pad tokens, BOS/EOS included);
+* ``delta_text_to_tensors`` with a feature state holding the BPE tokenizer (the path training takes): read the
+  column (``DeltaTable.to_pyarrow_table``), :meth:`~rt_training.features.state.FeatureState.featurize`
+  (``--max-length``, right truncation), ``torch.from_numpy`` → ``tokens_per_s`` (non-pad tokens, BOS/EOS
+  included);
 * the bare tokenizer: the Hugging Face tokenizer's own ``encode_batch`` and ``encode_batch_fast`` on the same
   texts already in memory as Python strings, set up to produce exactly the same tokens (``[BOS] $A [EOS]``
   template, truncation at ``--max-length``); the faster of the two is ``bare_tokens_per_s``. The JSON records
@@ -40,15 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_result
 
-from rt_training.features.tokenizers import (
-    BOS_ID,
-    EOS_ID,
-    ByteTokenizer,
-    HFTokenizer,
-    TextTokenizer,
-    fit_tokenizer,
-)
-from rt_training.spec.models import TokenizerSpec
+from rt_training.features.state import FeatureState, fit_feature_state
+from rt_training.features.tokenizers import BOS_ID, EOS_ID, HFTokenizer
+from rt_training.spec import PipelineSpec, parse_spec
 
 TARGET_RATIO = 0.8
 SYLLABLES = [
@@ -89,13 +84,37 @@ def sentences(rows: int, min_words: int, max_words: int, seed: int) -> list[str]
     return out
 
 
-def delta_text_to_tensors(
-    uri: str, column: str, tokenizer: TextTokenizer, max_length: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The text path: one string column of a Delta table → ``ids`` int64 ``[N, L]`` and ``mask`` bool tensors."""
-    texts = DeltaTable(uri).to_pyarrow_table(columns=[column]).column(column)
-    ids, mask = tokenizer.encode_batch(texts, max_length, "right")
-    return torch.from_numpy(ids), torch.from_numpy(mask)
+def text_spec(kind: str, vocab_size: int, max_length: int) -> PipelineSpec:
+    """A one-text-feature language-model spec (what the text path needs; the label is not read here)."""
+    return parse_spec(
+        {
+            "name": "bench_text",
+            "source": {"topic": "bench_text"},
+            "schema": {
+                "id_field": "id",
+                "time_field": "at",
+                "fields": {"id": {"type": "int"}, "at": {"type": "timestamp"}, "text": {"type": "text"}},
+            },
+            "features": {
+                "text": [
+                    {
+                        "name": "text",
+                        "tokenizer": {"kind": kind, "vocab_size": vocab_size},
+                        "max_length": max_length,
+                    }
+                ]
+            },
+            "label": {"field": "text", "kind": "language_model"},
+            "model": {"builtin": "causal_lm"},
+        }
+    )
+
+
+def delta_text_to_tensors(uri: str, state: FeatureState) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training path for text: the Delta table's text column → :meth:`FeatureState.featurize` (the fitted
+    tokenizer, padding, truncation) → ``ids`` int64 ``[N, L]`` and ``mask`` bool tensors."""
+    arrays = state.featurize(DeltaTable(uri).to_pyarrow_table(columns=["text"]))
+    return torch.from_numpy(arrays["text"]), torch.from_numpy(arrays["text__mask"])
 
 
 def bare_tokenizer(tokenizer: HFTokenizer, max_length: int) -> tokenizers.Tokenizer:
@@ -135,34 +154,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_text_") as tmp:
         uri = str(Path(tmp) / "silver")
         write_deltalake(uri, pa.table({"id": np.arange(args.rows), "text": pa.array(texts, pa.string())}))
-        column = DeltaTable(uri).to_pyarrow_table(columns=["text"]).column("text")
+        table = DeltaTable(uri).to_pyarrow_table(columns=["text"])
+        column = table.column("text")
         start = time.perf_counter()
-        bpe = fit_tokenizer(TokenizerSpec(kind="bpe", vocab_size=args.vocab_size), column, seed=args.seed)
+        bpe_state = fit_feature_state(
+            text_spec("bpe", args.vocab_size, args.max_length), table, None, cold_start=True, seed=args.seed
+        )
         fit_s = time.perf_counter() - start
+        bpe = bpe_state.tokenizer("text")
         assert isinstance(bpe, HFTokenizer)
-        byte = ByteTokenizer()
+        byte_state = fit_feature_state(
+            text_spec("byte", args.vocab_size, args.max_length), table, None, cold_start=True, seed=args.seed
+        )
         bare = bare_tokenizer(bpe, args.max_length)
         print(
             f"{args.rows} sentences, mean {np.mean([len(t) for t in texts]):.0f} chars; "
             f"bpe vocab {bpe.vocab_size} fitted in {fit_s:.2f} s"
         )
 
-        ids, mask = delta_text_to_tensors(uri, "text", bpe, args.max_length)
+        ids, mask = delta_text_to_tensors(uri, bpe_state)
         encodings = bare.encode_batch(texts)
         same_ids = all(
             encoding.ids == row[: len(encoding.ids)].tolist() and len(encoding.ids) == int(m.sum())
             for encoding, row, m in zip(encodings, ids.numpy(), mask.numpy(), strict=True)
         )
         tokens = int(mask.sum())
-        byte_tokens = int(delta_text_to_tensors(uri, "text", byte, args.max_length)[1].sum())
+        byte_tokens = int(delta_text_to_tensors(uri, byte_state)[1].sum())
         best = best_of(
             {
-                "delta_to_tensors_bpe": lambda: delta_text_to_tensors(uri, "text", bpe, args.max_length),
+                "delta_to_tensors_bpe": lambda: delta_text_to_tensors(uri, bpe_state),
                 "bare_encode_batch": lambda: bare.encode_batch(texts),
                 "bare_encode_batch_fast": lambda: bare.encode_batch_fast(texts),
                 "delta_read": lambda: DeltaTable(uri).to_pyarrow_table(columns=["text"]),
                 "encode_batch_bpe_in_memory": lambda: bpe.encode_batch(column, args.max_length, "right"),
-                "delta_to_tensors_byte": lambda: delta_text_to_tensors(uri, "text", byte, args.max_length),
+                "delta_to_tensors_byte": lambda: delta_text_to_tensors(uri, byte_state),
             },
             args.repeats,
         )
