@@ -31,8 +31,10 @@ def test_demo_spec_loads_by_default() -> None:
     assert spec.time_field == "event_time"
     assert spec.numeric_feature_names == ["price", "dwell_time_s", "position", "user_tenure_days", "discount"]
     assert spec.categorical_feature_names == ["device", "category", "country", "user_id", "item_id"]
-    assert spec.features.categorical[0].cardinality == 4  # 3 devices + the unknown slot
-    assert spec.features.categorical[3].cardinality == 1024
+    assert spec.features.categorical[0].vocabulary == ["mobile", "desktop", "tablet"]
+    assert spec.features.categorical[3].hash_buckets == 1024
+    assert spec.features.numeric[0].mean == 3.2  # given in the spec: it overrides the fitted mean
+    assert spec.training.metric == "auc"
     assert spec.sampling.class_balance == {"0": 0.5, "1": 0.5}
 
 
@@ -86,10 +88,31 @@ _DELETE = object()
             "features.numeric[0].name 'ghost' is not a schema field",
         ),
         ("features.numeric.0.std", 0, "features.numeric[0].std", "greater than 0"),
-        ("features.categorical.1.hash_buckets", 8, "features.categorical[1]", "exactly one of vocabulary"),
+        ("features.categorical.1.hash_buckets", 8, "features.categorical[1]", "at most one of vocabulary"),
         ("label.field", "missing", "<root>", "label.field 'missing' is not a schema field"),
         ("label.field", "price", "<root>", "label leakage"),
-        ("training.metric", "rmse", "<root>", "needs label.kind regression"),
+        ("training.metric", "rmse", "<root>", "does not apply to label.kind binary; use one of auc"),
+        ("schema.fields.price.type", "list", "schema.fields.price", "a list field needs items"),
+        ("schema.fields.price.type", "vector", "schema.fields.price", "a vector field needs dim"),
+        ("schema.fields.device.dim", 4, "schema.fields.device", "dim applies to vector fields"),
+        (
+            "features.text",
+            [{"name": "price"}],
+            "<root>",
+            "a text feature needs a field of type text or string",
+        ),
+        ("features.categorical.0.name", "price", "<root>", "needs a field of type string or int or bool"),
+        ("label.kind", "language_model", "<root>", "list 'clicked' under features.text"),
+        ("model.builtin", "causal_lm", "<root>", "causal_lm needs label.kind language_model"),
+        ("model.n_heads", 3, "model", "must be a multiple of n_heads"),
+        ("sampling.mixture", {"by": "ghost"}, "<root>", "sampling.mixture.by 'ghost' is not a schema field"),
+        ("sampling.mixture", {"by": "price"}, "<root>", "groups come from a string, int or bool field"),
+        (
+            "sampling.mixture",
+            {"by": "device", "shares": {"mobile": 1.5}},
+            "sampling.mixture.shares",
+            "sum to at most 1",
+        ),
         ("training.metric", "f1", "training.metric", "Input should be"),
         ("model.factory", "not a path", "model", "package.module:function"),
         ("sampling.class_balance", {0: 0.7, 1: 0.7}, "sampling.class_balance", "sum to 1"),

@@ -286,7 +286,9 @@ def _replay(
             "silver_rows": silver.num_rows,
             "dead_letters": dead,
             "late_rows": late,
-            "label_share": _finite(pc.mean(label).as_py()) if silver.num_rows else None,
+            "label_share": _finite(pc.mean(label).as_py())
+            if silver.num_rows and spec.label.kind in ("binary", "regression")
+            else None,
             "champion": models.champion_id,
             "periodic_model": models.periodic_id,
         }

@@ -117,7 +117,7 @@ class SamplingSession:
     def __init__(self, spec: PipelineSpec, uniform_mix: float = 0.2) -> None:
         self.spec = spec
         self.policy = spec.sampling
-        if self.policy.class_balance is not None and spec.label.kind != "binary":
+        if self.policy.class_balance is not None and spec.label.kind not in ("binary", "multiclass"):
             raise ValueError(
                 f"sampling.class_balance needs a class label; label {spec.label.field!r} is {spec.label.kind}"
             )

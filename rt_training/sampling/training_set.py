@@ -99,6 +99,8 @@ STATE_FORMAT = "rt_training.training_set/2"
 """Version 2: cuts are event time (version 1 cut on ingestion time)."""
 STATES_KEPT = 3
 """Sampler states kept after each update (each holds every member id; only the newest is ever read)."""
+MAX_LABEL_SHARES = 20
+"""Label classes reported in the metadata (the most frequent): a many-class label must not flood it."""
 _TS = pa.timestamp("us", tz="UTC")
 
 LossesFn = Callable[[pa.Table], Any]
@@ -499,18 +501,20 @@ def snapshot_stats(
     cut: dt.datetime | None = None,
     half_life_s: float | None = None,
 ) -> SnapshotStats:
-    """Size, replay rows, label mix (share per class, or the mean of a regression label), member ages, and the
-    share of members within ``half_life_s`` of event time before ``cut``."""
+    """Size, replay rows, label mix (share per class of a binary or multiclass label, the mean of a regression
+    label, nothing for a language model, whose target is its text), member ages, and the share of members within
+    ``half_life_s`` of event time before ``cut``."""
     n = rows.num_rows
     replay = int(pc.sum(rows.column(REPLAY_COLUMN)).as_py() or 0) if n else 0
     label = rows.column(spec.label.field)
     shares: dict[str, float] = {}
     mean = None
-    if spec.label.kind == "binary":
+    if spec.label.kind in ("binary", "multiclass"):
         if n:
             keys, counts = np.unique(class_keys(label.to_numpy(zero_copy_only=False)), return_counts=True)
-            shares = {str(k): float(c) / n for k, c in zip(keys, counts, strict=True)}
-    elif n:
+            top = sorted(zip(keys, counts, strict=True), key=lambda kc: -kc[1])[:MAX_LABEL_SHARES]
+            shares = {str(k): float(c) / n for k, c in top}
+    elif spec.label.kind == "regression" and n:
         mean = float(pc.mean(label).as_py())
     p50 = p95 = recent = None
     times = rows.column(spec.time_field).cast(_TS).cast(pa.int64()).to_numpy().astype(np.float64) / 1e6
