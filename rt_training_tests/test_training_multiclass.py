@@ -17,6 +17,7 @@ from rt_training.training.checkpoints import Lineage, Restored, build_checkpoint
 from rt_training.training.data import tensors_from_arrow
 from rt_training.training.gate import run_gate
 from rt_training.training.loop import evaluate, train
+from rt_training.training.models import build_model, grow_state_dict
 
 torch.set_num_threads(1)
 
@@ -124,3 +125,37 @@ def test_first_multiclass_champion_must_beat_the_majority_class():
     majority = max(np.mean(labels == c) for c in ("low", "mid", "high"))
     assert decision.baseline_metric == pytest.approx(majority)
     assert decision.ci_versus == "baseline"
+
+
+def test_a_grown_vocabulary_keeps_the_champion_rows_and_its_predictions():
+    """A new channel appears: the warm start's model has one more embedding row, the old rows are the
+    champion's bit for bit, and on rows of the old channels it predicts exactly what the champion predicted."""
+    spec = parse_spec(yaml.safe_load(SPEC))
+    first = rows(2000, seed=1, with_high=True)
+    state = fit_feature_state(spec, first, None, cold_start=True, seed=0)
+    champion = train(spec, state, *tensors_from_arrow(first, spec, state).split(0.1, seed=0), max_steps=20)
+
+    later = rows(2000, seed=2, with_high=True)
+    chat = pa.array(
+        np.where(
+            np.arange(later.num_rows) % 4 == 0, "chat", later.column("channel").to_numpy(zero_copy_only=False)
+        )
+    )
+    later = later.set_column(later.schema.get_field_index("channel"), "channel", chat)
+    grown = fit_feature_state(spec, later, state, cold_start=False, seed=0)
+    assert grown.describe()["vocabulary_added.channel"] == 1
+
+    model = build_model(spec, grown)
+    model.load_state_dict(grow_state_dict(champion.model.state_dict(), model))
+    old, new = champion.model.state_dict(), model.state_dict()
+    grown_keys = [k for k in new if new[k].shape != old[k].shape]
+    assert len(grown_keys) == 1 and new[grown_keys[0]].shape[0] == old[grown_keys[0]].shape[0] + 1
+    assert torch.equal(new[grown_keys[0]][: old[grown_keys[0]].shape[0]], old[grown_keys[0]])
+    assert all(torch.equal(new[k], old[k]) for k in new if k not in grown_keys)
+
+    holdout = rows(300, seed=4, with_high=True)
+    model.eval()
+    with torch.no_grad():
+        before = champion.model(tensors_from_arrow(holdout, spec, state).inputs)
+        after = model(tensors_from_arrow(holdout, spec, grown).inputs)
+    assert torch.equal(before, after)
