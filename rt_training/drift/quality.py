@@ -18,11 +18,11 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rt_training.training.metrics import HIGHER_IS_BETTER
+
 #: Worsening within this much of the tolerance counts as equal to it (0.90 - 0.85 is 0.05000000000000004).
 FLOAT_SLACK = 1e-12
 
-#: Whether a larger value of each supported metric is better.
-HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "accuracy": True, "log_loss": False, "rmse": False}
 
 
 @dataclass(frozen=True)

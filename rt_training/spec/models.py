@@ -448,6 +448,13 @@ class TrainingPolicy(_Strict):
 
 
 class DriftPolicy(_Strict):
+    """When the pipeline compares recent silver with the champion's reference and retrains.
+
+    ``quality_drop`` is in the units of ``training.metric``: how much worse the champion may score on recent
+    rows than at its promotion before a retraining is launched (0.05 of AUC; for perplexity, points of
+    perplexity).
+    """
+
     window_rows: int = Field(default=5000, ge=10)
     window_s: Duration | None = Field(default=None, gt=0)
     stattest_threshold: float | None = Field(default=None, gt=0)
