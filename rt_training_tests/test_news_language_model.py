@@ -5,47 +5,27 @@ The held-out rows are the newest headlines, as the gate's window is. A language 
 about word order beats the best context-free prediction (the held-out unigram distribution) by a wide margin.
 """
 
-import datetime as dt
+import sys
+from pathlib import Path
 
-import pyarrow as pa
 import torch
 
-from rt_training.clean import clean_batch
 from rt_training.features.state import fit_feature_state
 from rt_training.spec import load_spec
-from rt_training.stream.synthetic import EventGenerator, SimulatedClock
 from rt_training.training.checkpoints import Restored
 from rt_training.training.data import tensors_from_arrow
 from rt_training.training.gate import run_gate
 from rt_training.training.loop import train
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_epochs import silver_rows
+
 torch.set_num_threads(1)
-
-
-def news_silver(events: int, seed: int) -> pa.Table:
-    spec = load_spec("news")
-    batch = EventGenerator(spec, seed=seed, clock=SimulatedClock(rate=200.0)).generate(events)
-    n, now = len(batch), dt.datetime.now(dt.UTC)
-    bronze = pa.table(
-        {
-            "topic": [spec.source.topic] * n,
-            "partition": pa.array([0] * n, pa.int32()),
-            "offset": pa.array(range(n), pa.int64()),
-            "timestamp": pa.array([now] * n, pa.timestamp("ms", tz="UTC")),
-            "key": pa.array(batch.keys, pa.binary()),
-            "value": pa.array(batch.values, pa.binary()),
-            "ingested_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
-            "run_id": ["test"] * n,
-        }
-    )
-    result = clean_batch(bronze, spec, now=now)
-    assert result.dead_letter_rows == 0
-    return result.silver.sort_by(spec.time_field)
 
 
 def test_causal_lm_beats_the_unigram_baseline_on_the_news_stream():
     spec = load_spec("news")
-    rows = news_silver(5000, seed=7)
+    rows = silver_rows(spec, 5000, seed=7)
     train_rows, holdout = rows.slice(0, 4000), rows.slice(4000)
     state = fit_feature_state(spec, train_rows, None, cold_start=True, seed=spec.training.seed)
     tokenizer = state.tokenizer("headline")

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 import torch
 from deltalake import write_deltalake
-from rt_training.features.state import fit_feature_state
 
+from rt_training.features.state import fit_feature_state
 from rt_training.spec import load_spec
 from rt_training.training.checkpoints import (
     IncompatibleCheckpointError,
@@ -28,7 +28,7 @@ from rt_training.training.data import (
     tensors_from_arrow,
 )
 from rt_training.training.loop import evaluate, prediction_summary, row_losses, train
-from rt_training.training.models import ModelFactoryError, build_model
+from rt_training.training.models import build_model
 from rt_training.training.objectives import objective_for
 from rt_training.training.teacher import LinearTeacher
 
@@ -240,8 +240,10 @@ def test_bad_training_data_is_named(tmp_path):
         read_training_rows(str(tmp_path / "nowhere"), 0, spec)
 
 
-def test_user_model_factory_takes_the_batch_dict(tmp_path, monkeypatch):
-    (tmp_path / "my_models.py").write_text(
+def test_user_model_factory_trains_through_the_loop(tmp_path, monkeypatch):
+    """A factory model (built-in factories' errors are tested with the models) takes the batch dict and the
+    loop trains it like a built-in."""
+    (tmp_path / "batch_dict_models.py").write_text(
         textwrap.dedent(
             """
             import torch
@@ -258,28 +260,16 @@ def test_user_model_factory_takes_the_batch_dict(tmp_path, monkeypatch):
 
             def make(spec, state):
                 return Linear([i.name for i in state.inputs if i.kind == "numeric"])
-
-            def not_a_module(spec, state):
-                return "linear"
             """
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = make_spec()
-
-    def with_factory(path):
-        model = spec.model.model_copy(update={"factory": path, "builtin": None})
-        return spec.model_copy(update={"model": model})
-
+    spec = spec.model_copy(
+        update={"model": spec.model.model_copy(update={"factory": "batch_dict_models:make", "builtin": None})}
+    )
     state, data = fitted(spec, LinearTeacher(spec, seed=3).table(600, seed=1))
-    model = build_model(with_factory("my_models:make"), state)
-    assert type(model).__name__ == "Linear"
-    result = train(with_factory("my_models:make"), state, *data.split(0.1, seed=0))
+    assert type(build_model(spec, state)).__name__ == "Linear"
+    result = train(spec, state, *data.split(0.1, seed=0))
     assert result.steps > 0 and result.metrics["auc"] > 0.5
-    with pytest.raises(ModelFactoryError, match=r"returned str, not a torch\.nn\.Module"):
-        build_model(with_factory("my_models:not_a_module"), state)
-    with pytest.raises(ModelFactoryError, match="has no attribute 'missing'"):
-        build_model(with_factory("my_models:missing"), state)
-    with pytest.raises(ModelFactoryError, match=r"cannot import module 'no_such_pkg\.models'"):
-        build_model(with_factory("no_such_pkg.models:make"), state)
-    sys.modules.pop("my_models", None)
+    sys.modules.pop("batch_dict_models", None)

@@ -39,7 +39,11 @@ def test_text_list_vector_and_typed_categoricals_from_kafka_to_tensors(
     topic = topic_factory(partitions=3)
     raw = {**TYPED_SPEC, "source": {"topic": topic, "partitions": 3}}
     raw["ingest"] = {"min_records": 1, "max_records_per_run": 5000}
-    raw["training"] = {"holdout_window_s": 1, "epochs": 2, "batch_size": 256}  # 6,000 events: 6 s of event time
+    raw["training"] = {
+        "holdout_window_s": 1,
+        "epochs": 2,
+        "batch_size": 256,
+    }  # 6,000 events: 6 s of event time
     spec = parse_spec(raw)
     sent = produce(kafka_broker, spec, topic, count=6000, bad_ratio=0.1, seed=3, start_ms=START_MS)
     assert {"wrong_type", "wrong_dimension", "out_of_range"} <= set(sent.bad)

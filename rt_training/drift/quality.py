@@ -24,7 +24,6 @@ from rt_training.training.metrics import HIGHER_IS_BETTER
 FLOAT_SLACK = 1e-12
 
 
-
 @dataclass(frozen=True)
 class QualitySignal:
     """The champion's metric on its validation data and on recent events, and whether it dropped too far.

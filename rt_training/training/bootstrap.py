@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,30 +157,42 @@ def paired_bootstrap(
         Number of resamples, the interval's coverage (e.g. 0.95: the 2.5th and 97.5th percentiles) and the
         seed of the resampling: the same seed gives the same interval.
     """
+    y, w, (cand, ref) = _prepare(y_true, weight, candidate, reference)
+    assert cand is not None
+
+    def gains(weights: np.ndarray) -> np.ndarray:
+        cand_m = _weighted_metrics(name, y, cand, weights)
+        ref_m = (
+            _weighted_baselines(name, y, weights) if ref is None else _weighted_metrics(name, y, ref, weights)
+        )
+        return cand_m - ref_m if HIGHER_IS_BETTER[name] else ref_m - cand_m
+
+    return _percentile_interval(gains, w, samples=samples, confidence=confidence, seed=seed)
+
+
+def _percentile_interval(
+    gains: Callable[[np.ndarray], np.ndarray], w: np.ndarray, *, samples: int, confidence: float, seed: int
+) -> BootstrapInterval:
+    """Draw ``samples`` resamples of the rows (as count vectors times the row weights ``w``), score each with
+    ``gains`` (chunks of resamples at once, ``[resamples, rows]`` in, one gain per resample out) and take the
+    percentile interval over the resamples whose gain is defined."""
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
-    y, w, (cand, ref) = _prepare(y_true, weight, candidate, reference)
-    assert cand is not None
-    n = len(y)
+    n = len(w)
     if n == 0:
         return BootstrapInterval(math.nan, math.nan, confidence, samples, 0)
     rng = np.random.default_rng((seed, 0xB0075))
-    gains: list[np.ndarray] = []
+    parts: list[np.ndarray] = []
     chunk = max(1, _CHUNK_CELLS // n)
     for first in range(0, samples, chunk):
         size = min(chunk, samples - first)
         drawn = rng.integers(0, n, size=(size, n))
         offsets = (np.arange(size) * n)[:, None]
         counts = np.bincount((drawn + offsets).ravel(), minlength=size * n).reshape(size, n)
-        weights = counts * w[None, :]
-        cand_m = _weighted_metrics(name, y, cand, weights)
-        ref_m = (
-            _weighted_baselines(name, y, weights) if ref is None else _weighted_metrics(name, y, ref, weights)
-        )
-        gains.append(cand_m - ref_m if HIGHER_IS_BETTER[name] else ref_m - cand_m)
-    gain = np.concatenate(gains)
+        parts.append(gains(counts * w[None, :]))
+    gain = np.concatenate(parts)
     gain = gain[np.isfinite(gain)]
     if not len(gain):
         return BootstrapInterval(math.nan, math.nan, confidence, samples, 0)
@@ -220,30 +233,12 @@ def paired_bootstrap_ratio(
     >>> (same.low, same.high, same.valid_samples)
     (0.0, 0.0, 20)
     """
-    if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
     cand_num, w, (cand_den, ref_num, ref_den) = _prepare(candidate[0], weight, candidate[1], *reference)
     assert cand_den is not None and ref_num is not None and ref_den is not None
-    n = len(cand_num)
-    if n == 0:
-        return BootstrapInterval(math.nan, math.nan, confidence, samples, 0)
-    rng = np.random.default_rng((seed, 0xB0075))
-    gains: list[np.ndarray] = []
-    chunk = max(1, _CHUNK_CELLS // n)
-    for first in range(0, samples, chunk):
-        size = min(chunk, samples - first)
-        drawn = rng.integers(0, n, size=(size, n))
-        offsets = (np.arange(size) * n)[:, None]
-        weights = np.bincount((drawn + offsets).ravel(), minlength=size * n).reshape(size, n) * w[None, :]
+
+    def gains(weights: np.ndarray) -> np.ndarray:
         cand_m = _ratio_values(name, cand_num, cand_den, weights)
         ref_m = _ratio_values(name, ref_num, ref_den, weights)
-        gains.append(cand_m - ref_m if HIGHER_IS_BETTER[name] else ref_m - cand_m)
-    gain = np.concatenate(gains)
-    gain = gain[np.isfinite(gain)]
-    if not len(gain):
-        return BootstrapInterval(math.nan, math.nan, confidence, samples, 0)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(gain, [tail, 1.0 - tail])
-    return BootstrapInterval(float(low), float(high), confidence, samples, len(gain))
+        return cand_m - ref_m if HIGHER_IS_BETTER[name] else ref_m - cand_m
+
+    return _percentile_interval(gains, w, samples=samples, confidence=confidence, seed=seed)
