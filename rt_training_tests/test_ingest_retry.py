@@ -210,13 +210,19 @@ def assert_moved_on(
 def test_the_poison_record_through_the_sensor_and_job_is_one_unparseable_dead_letter(
     kafka_broker, topic, tmp_path
 ) -> None:
-    """Issue 12's record: 8,000 nested arrays, under max_record_bytes, among good records on every partition."""
+    """Issue 12's record: 8,000 nested arrays, under max_record_bytes, among good records on every partition,
+    beside odd but valid ones (a NUL and an emoji in the id, an event time in year 9999) that Delta must take."""
     spec = spec_for(topic, min_records=1, max_records_per_run=1000)
     assert len(DEEP) <= spec.schema_.max_record_bytes
     lake = LakeLocation(str(tmp_path))
-    for p in range(3):
-        good = [event(event_id=f"g-{p}-{i}") for i in range(10)]
-        send(kafka_broker, topic, p, [*good[:4], DEEP, *good[4:]] if p == 1 else good)
+    odd = [
+        event(event_id="nul\u0000id"),
+        event(event_id="emoji\U0001f600", event_time="9999-12-31T23:59:59Z"),
+    ]
+    good = {p: [event(event_id=f"g-{p}-{i}") for i in range(10)] for p in range(3)}
+    send(kafka_broker, topic, 0, good[0])
+    send(kafka_broker, topic, 1, [*good[1][:4], DEEP, *good[1][4:]])  # the poison record at offset 4
+    send(kafka_broker, topic, 2, good[2] + odd)
     daemon = make_daemon(spec, kafka_broker, tmp_path)
     assert daemon.catch_up() == 1
     assert all(r.success for r in daemon.results)
@@ -231,9 +237,9 @@ def test_the_poison_record_through_the_sensor_and_job_is_one_unparseable_dead_le
     ]
     assert dead.column("value").to_pylist() == [DEEP]
     assert sorted(tables["silver"].column("event_id").to_pylist()) == sorted(
-        f"g-{p}-{i}" for p in range(3) for i in range(10)
+        [f"g-{p}-{i}" for p in range(3) for i in range(10)] + ["nul\u0000id", "emoji\U0001f600"]
     )
-    assert_moved_on(kafka_broker, spec, lake, {0: 10, 1: 11, 2: 10})
+    assert_moved_on(kafka_broker, spec, lake, {0: 10, 1: 11, 2: 12})
     (result,) = daemon.results
     meta = {
         m.asset_key.to_user_string(): m.metadata
@@ -243,7 +249,7 @@ def test_the_poison_record_through_the_sensor_and_job_is_one_unparseable_dead_le
     # And the partitions keep moving: the next records are ingested by the next run.
     send(kafka_broker, topic, 1, [event(event_id="after")])
     assert daemon.catch_up() == 1 and daemon.results[-1].success
-    assert_moved_on(kafka_broker, spec, lake, {0: 10, 1: 12, 2: 10})
+    assert_moved_on(kafka_broker, spec, lake, {0: 10, 1: 12, 2: 12})
     skip = daemon.tick()
     assert isinstance(skip, dg.SkipReason) and "no new records" in skip.skip_message
 
