@@ -24,6 +24,7 @@ from rt_training.clean.parse import JsonParser, ParsedBatch, Parser, oversized_m
 from rt_training.clean.reasons import CleaningSetupError, Reason, Verdicts, unparseable_detail
 from rt_training.clean.schemas import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA, META_SOURCES, silver_schema
 from rt_training.clean.validate import validate_fields
+from rt_training.eventtime.clock import before
 from rt_training.spec.models import PipelineSpec
 
 
@@ -308,7 +309,7 @@ def _micros(times: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def _reject_too_late(verdicts: Verdicts, event_us: np.ndarray, reference: datetime, limit_s: float) -> None:
-    bound_us = (reference - timedelta(seconds=limit_s)).timestamp() * 1e6
+    bound_us = before(reference, limit_s).timestamp() * 1e6
     with np.errstate(invalid="ignore"):
         too_late = event_us < bound_us
     mark, mark_us = reference.isoformat(), reference.timestamp() * 1e6

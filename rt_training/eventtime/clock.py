@@ -46,6 +46,24 @@ STATS_RESOLUTION = dt.timedelta(milliseconds=1)
 up to this much (less a microsecond) above its ``max`` statistic. Code that decides from statistics alone that a
 file lies wholly at or before a bound adds it; the watermark itself uses the rounded-down value, which only errs
 towards holding a row back for one more run."""
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+"""0001-01-01T00:00:00Z, the earliest event time a record may carry (:mod:`rt_training.clean.timestamps`)."""
+
+
+def before(when: dt.datetime, seconds: float) -> dt.datetime:
+    """``when - seconds``, or :data:`EARLIEST` when that is before it.
+
+    A record may carry an event time in year 1; when silver's newest event time is such a record, a watermark,
+    window or lateness bound reaching back from it must not raise (an ``OverflowError`` there would fail every
+    later batch, so one record would stop the pipeline).
+
+    >>> before(dt.datetime(1, 1, 1, 0, 5, tzinfo=dt.UTC), 3600.0) == EARLIEST
+    True
+    """
+    try:
+        return when - dt.timedelta(seconds=seconds)
+    except OverflowError:
+        return EARLIEST
 
 
 @dataclass(frozen=True)
@@ -65,7 +83,7 @@ class EventClock:
         """``max_event_time - allowed_lateness`` (UTC), or ``None`` while silver is empty."""
         if self.max_event_time is None:
             return None
-        return self.max_event_time - dt.timedelta(seconds=self.allowed_lateness_s)
+        return before(self.max_event_time, self.allowed_lateness_s)
 
     @property
     def watermark_s(self) -> float | None:
@@ -76,7 +94,7 @@ class EventClock:
     def cut(self, window_s: float) -> dt.datetime | None:
         """``watermark - window_s``: the start of the newest ``window_s`` of event time."""
         mark = self.watermark
-        return None if mark is None else mark - dt.timedelta(seconds=window_s)
+        return None if mark is None else before(mark, window_s)
 
     def to_metadata(self) -> dict[str, Any]:
         """Plottable values for run metadata (nothing before the first row)."""

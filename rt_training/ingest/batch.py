@@ -5,16 +5,43 @@ commits through (:func:`rt_training.lake.exactly_once.append_exactly_once`). Eac
 own, so a run that was killed anywhere is completed by running the same ranges again: tables already at the
 ranges' ends skip, the others commit. When every table already holds the ranges, Kafka is not read at all.
 
-Cleaning is deterministic for a given set of records: duplicates are judged against silver rows *outside* the
-batch's own ranges, and lateness and the duplicate window against the batch's reference watermark, which a retry
-reads back from the commit that recorded it (:mod:`rt_training.ingest.reference`). So a retry that finds this
-batch's silver rows committed still routes the same records to dead letters as the first attempt did.
+Retries write what the first attempt would have
+-----------------------------------------------
+That completion is only exactly once if the retry routes every record to the table the first attempt sent it
+to (else a record whose silver row committed lands in dead letters too, or one meant for dead letters in
+neither) and writes the same values. So nothing a batch routes on or writes is taken from the attempt's clock or
+from lake state that moves between attempts; all of it is a function of the ranges, the records Kafka holds in
+them, and what the lake recorded:
+
+- Lateness (``late_rows``, ``too_late``) and the duplicate window are judged against the batch's *reference*
+  clock, recorded in the silver and dead-letters commits and read back by a retry
+  (:mod:`rt_training.ingest.reference`).
+- The duplicate history is silver *at the reference's version* (``EventClock.silver_version``), not silver now:
+  batches of other partitions that commit between the attempts (or between the reference and the scan) add rows
+  the first attempt never saw, and a record the first attempt kept in silver would otherwise be dead-lettered
+  as a duplicate of a later copy of itself on retry. Duplicates are the silver rows of that version *outside*
+  the batch's own ranges whose event time is at or after ``reference - ingest.dedup_history_s``.
+- ``ingested_at`` and ``run_id``, which silver (``_ingested_at``) and dead letters copy from bronze, are bronze's:
+  a retry that finds bronze holding the ranges takes them from bronze's rows of the ranges
+  (:func:`bronze_stamp`), so every table says the same about a record, whichever attempt wrote it (a rebuild
+  selects a day's rows of every table by this time). An attempt that finds bronze without the ranges has
+  written nothing yet and stamps the rows with its own clock and run id (restamped with bronze's when a racing
+  run of the same ranges commits bronze first). Stamping from the data, not from a time fixed in the planned
+  run config, holds for every way a range is run again: a re-executed run, a range the sensor plans anew after
+  a failure, a bare :func:`run_micro_batch`.
+
+A retry reads the ranges from Kafka again, which holds the same records at the same offsets; only retention or
+compaction between the attempts could remove one, and the ``counts_reconcile`` check then reports the batch.
+Reading silver at the reference's version needs that version's files: maintenance's vacuum keeps files it
+compacted away for its retention (7 days by default), the longest a killed batch may wait for its retry.
+
+Which attempt committed a table is in that commit's metadata (``run_id``). The wall clock is also read for
+``freshness_s`` (how far silver's newest event time is behind now) and for durations: numbers reported as run
+metadata, never written into a table nor used to route a record.
 
 Time is event time: a record is late when its event time is below the reference watermark (kept, counted as
-``late_rows``), ``too_late`` when more than ``time.max_lateness`` below it, and the duplicate history is the silver
-rows whose event time is at or after ``reference - ingest.dedup_history_s``. Before silver holds a row there is no
-watermark: nothing is late and the history is all of silver (which is empty). The wall clock only stamps
-``_ingested_at`` and measures lag and freshness.
+``late_rows``), ``too_late`` when more than ``time.max_lateness`` below it. Before silver holds a row there is
+no watermark: nothing is late and the history is all of silver (which is empty).
 
 Consecutive batches may overlap: a batch whose ranges start beyond where a table stands reads Kafka and parses,
 validates and featurizes its records while the batch before it is still running, then waits for its turn
@@ -35,10 +62,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from rt_training.eventtime.clock import EventClock
+from rt_training.eventtime.clock import EventClock, before
 from rt_training.ingest.reference import REFERENCE_KEY, batch_reference, reference_metadata
 from rt_training.lake.exactly_once import CommitOutcome, append_exactly_once, committed_offsets
 from rt_training.lake.tables import OFFSET_TABLES, open_table, silver_schema, table_uri
@@ -261,34 +288,91 @@ def await_turn(
             offsets = table_offsets(spec, lake, ranges)
 
 
-def seen_ids_outside(
-    spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange], reference: datetime | None
-) -> Any:
-    """Ids of the silver rows in the duplicate history, leaving out rows of ``ranges`` themselves (see the module
-    docstring): event time at or after ``reference - ingest.dedup_history_s``; all rows when ``reference`` is
-    None. The filter on the time column lets Parquet statistics skip files wholly before the window."""
-    import pyarrow.compute as pc
+def _in_ranges(ranges: Sequence[OffsetRange], prefix: str = "") -> Any:
+    """Dataset filter: rows whose ``<prefix>topic``, ``<prefix>partition`` and ``<prefix>offset`` lie in ``ranges``."""
     import pyarrow.dataset as ds
 
-    dt = open_table(lake.uri(spec.name, "silver"), lake.storage_options)
-    if dt is None:
-        return None
     inside = None
     for r in ranges:
         cond = (
-            (ds.field("_topic") == r.topic)
-            & (ds.field("_partition") == r.partition)
-            & (ds.field("_offset") >= r.start)
-            & (ds.field("_offset") < r.end)
+            (ds.field(f"{prefix}topic") == r.topic)
+            & (ds.field(f"{prefix}partition") == r.partition)
+            & (ds.field(f"{prefix}offset") >= r.start)
+            & (ds.field(f"{prefix}offset") < r.end)
         )
         inside = cond if inside is None else inside | cond
+    return inside
+
+
+def seen_ids_outside(
+    spec: PipelineSpec,
+    lake: LakeLocation,
+    ranges: Sequence[OffsetRange],
+    reference: datetime | None,
+    *,
+    version: int | None = None,
+) -> Any:
+    """Ids of the silver rows in the duplicate history, leaving out rows of ``ranges`` themselves (see the module
+    docstring): event time at or after ``reference - ingest.dedup_history_s``; all rows when ``reference`` is
+    None. Silver is read at ``version`` (default: the newest). The filter on the time column lets Parquet
+    statistics skip files wholly before the window."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    uri = lake.uri(spec.name, "silver")
+    if version is None:
+        dt = open_table(uri, lake.storage_options)
+    else:
+        options = dict(lake.storage_options) if lake.storage_options else None
+        dt = DeltaTable(uri, version=version, storage_options=options)
+    if dt is None:
+        return None
+    inside = _in_ranges(ranges, "_")
     flt = None if inside is None else ~inside
     if reference is not None:
-        since = reference - timedelta(seconds=spec.ingest.dedup_history_s)
+        since = before(reference, spec.ingest.dedup_history_s)
         recent = ds.field(spec.time_field) >= pc.scalar(since)
         flt = recent if flt is None else recent & flt
     table = dt.to_pyarrow_dataset().to_table(columns=[spec.id_field], filter=flt)
     return table.column(spec.id_field).combine_chunks()
+
+
+def duplicate_history(
+    spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange], reference: EventClock
+) -> Any:
+    """The ids a batch of ``ranges`` judged against ``reference`` dedupes against: :func:`seen_ids_outside` of
+    silver at the reference's version, where the reference's window starts; None when silver did not exist
+    then. The same for every attempt of the batch (see the module docstring)."""
+    if reference.silver_version is None:
+        return None
+    return seen_ids_outside(spec, lake, ranges, reference.watermark, version=reference.silver_version)
+
+
+def bronze_stamp(
+    spec: PipelineSpec, lake: LakeLocation, ranges: Sequence[OffsetRange]
+) -> tuple[datetime, str] | None:
+    """``ingested_at`` and ``run_id`` of bronze's rows of ``ranges`` (one commit wrote them all, so they are the
+    same on every row); None when bronze holds no row of them."""
+    dt = open_table(lake.uri(spec.name, "bronze"), lake.storage_options)
+    if dt is None:
+        return None
+    rows = dt.to_pyarrow_dataset().head(1, columns=["ingested_at", "run_id"], filter=_in_ranges(ranges))
+    if rows.num_rows == 0:
+        return None
+    return rows.column("ingested_at")[0].as_py(), rows.column("run_id")[0].as_py()
+
+
+def restamp(rows: pa.Table, ingested_at: datetime, run_id: str) -> pa.Table:
+    """Silver or dead-letter ``rows`` with ``ingested_at`` (``_ingested_at`` in silver) and ``run_id`` set."""
+    import pyarrow as pa
+
+    for name, value in (("_ingested_at", ingested_at), ("ingested_at", ingested_at), ("run_id", run_id)):
+        index = rows.schema.get_field_index(name)
+        if index >= 0:
+            column = rows.schema.field(index)
+            rows = rows.set_column(index, column, pa.repeat(pa.scalar(value, column.type), rows.num_rows))
+    return rows
 
 
 def run_micro_batch(
@@ -338,7 +422,9 @@ def run_micro_batch(
         report.total_s = time.monotonic() - t0
         return report
 
-    now = datetime.now(UTC)
+    # A retry whose bronze holds the ranges stamps every row as bronze did; a first attempt, with its own.
+    stamp = bronze_stamp(spec, lake, ranges) if done["bronze"] else None
+    ingested_at, row_run_id = stamp or (datetime.now(UTC), run_id)
     needs_clean = not (done["silver"] and done["dead_letters"])
     # Behind: the previous batch has not committed yet, so its rows are neither in the duplicate history nor
     # under the watermark: both are taken after the wait.
@@ -348,9 +434,7 @@ def run_micro_batch(
         # The duplicate history leaves this batch's ranges out, so it does not depend on the read: it is scanned
         # on the other core while the consumer decodes records (Arrow's scan runs outside the GIL).
         history = (
-            pool.submit(seen_ids_outside, spec, lake, ranges, reference.watermark)
-            if reference is not None
-            else None
+            pool.submit(duplicate_history, spec, lake, ranges, reference) if reference is not None else None
         )
         phase("read")
         read = read_ranges(
@@ -358,8 +442,8 @@ def run_micro_batch(
             ranges,
             on_data_loss=spec.ingest.on_data_loss,
             stall_timeout_s=stall_timeout_s,
-            run_id=run_id,
-            ingested_at=now,
+            run_id=row_run_id,
+            ingested_at=ingested_at,
         )
         seen_ids = history.result() if history is not None else None
     bronze = read.table
@@ -384,27 +468,29 @@ def run_micro_batch(
         needs_clean = not (done["silver"] and done["dead_letters"])
         if needs_clean:
             reference = batch_reference(spec, lake, ranges, done)
-            seen_ids = seen_ids_outside(spec, lake, ranges, reference.watermark)
+            seen_ids = duplicate_history(spec, lake, ranges, reference)
 
     cleaned = None
     meta: dict[str, Any] = {"run_id": run_id}
     clean_meta = meta
     if needs_clean and prepared is not None and reference is not None:
         t1 = time.monotonic()
-        cleaned = finish_batch(prepared, seen_ids=seen_ids, now=now, reference=reference.watermark)
+        # ``now`` (default: the wall clock) only measures freshness_s, a reported number.
+        cleaned = finish_batch(prepared, seen_ids=seen_ids, reference=reference.watermark)
         report.clean = cleaned
         report.reference = reference
         report.clean_s += time.monotonic() - t1
         clean_meta = {**meta, REFERENCE_KEY: reference_metadata(reference, ranges)}
 
     t2 = time.monotonic()
-    outputs: dict[str, tuple[pa.Table | None, pa.Schema | None]] = {
-        "bronze": (bronze, None),
-        "silver": (cleaned.silver if cleaned else None, silver_schema(spec)),
-        "dead_letters": (cleaned.dead_letters if cleaned else None, None),
+    written: dict[str, pa.Table | None] = {
+        "bronze": bronze,
+        "silver": cleaned.silver if cleaned else None,
+        "dead_letters": cleaned.dead_letters if cleaned else None,
     }
-    for table, (data, schema) in outputs.items():
+    for table in OFFSET_TABLES:
         uri = lake.uri(spec.name, table)
+        data = written[table]
         if data is None:  # already at the end; nothing recomputed for it
             report.outcomes[table] = CommitOutcome(uri, False, 0, -1, tuple(ranges), 0)
             continue
@@ -418,9 +504,14 @@ def run_micro_batch(
             earliest=read.earliest,
             gaps=read.gaps,
             custom_metadata=meta if table == "bronze" else clean_meta,
-            schema=schema,
+            schema=silver_schema(spec) if table == "silver" else None,
         )
         phase(f"committed {table}")
+        if table == "bronze" and stamp is None and not report.outcomes[table].committed:
+            # A racing run of the same ranges committed bronze first: stamp the rows as it did.
+            raced = bronze_stamp(spec, lake, ranges)
+            if raced is not None:
+                written = {t: None if d is None else restamp(d, *raced) for t, d in written.items()}
     report.commit_s = time.monotonic() - t2
     report.consumer_group = commit_consumer_group(settings, spec, lake, ranges, run_id)
     report.total_s = time.monotonic() - t0

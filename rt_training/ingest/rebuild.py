@@ -55,7 +55,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rt_training.eventtime.clock import EventClock
+from rt_training.eventtime.clock import EventClock, before
 from rt_training.ingest.batch import LakeLocation
 from rt_training.lake.exactly_once import PIPELINE_KEY, app_id
 from rt_training.lake.tables import (
@@ -461,7 +461,7 @@ def _history_ids(
     ``reference`` (the micro-batches' rule)."""
     where = pc.field(SILVER_COLUMNS.ingested_at) < pa.scalar(start, UTC_US)
     if reference is not None:
-        since = reference - timedelta(seconds=spec.ingest.dedup_history_s)
+        since = before(reference, spec.ingest.dedup_history_s)
         where = (pc.field(spec.time_field) >= pa.scalar(since, UTC_US)) & where
     ids = silver.to_pyarrow_dataset().to_table(columns=[spec.id_field], filter=where).column(spec.id_field)
     return ids.combine_chunks() if len(ids) else None

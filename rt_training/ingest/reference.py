@@ -16,7 +16,9 @@ it used (highest event time, allowed lateness, silver version). A retry that fin
 ends reads that clock back from the table's history (:func:`recorded_reference`) instead of computing one;
 a retry that finds neither table committed has routed nothing yet, so a fresh clock is as good as the first
 attempt's. A silver commit written before references were recorded gives the clock of the silver version before
-it, which holds exactly the rows before the batch's.
+it, which holds exactly the rows before the batch's. The clock's ``silver_version`` also fixes the duplicate
+history: it is silver at that version (:func:`rt_training.ingest.batch.duplicate_history`), so rows other batches
+commit after the reference never change a retry's routing.
 
 Overlapped batches
 ------------------
