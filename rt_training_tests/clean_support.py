@@ -38,13 +38,15 @@ TINY_SPEC = parse_spec(
             "time_field": "t",
             "fields": {"id": {"type": "string"}, "t": {"type": "timestamp"}},
         },
+        "time": {"min_event_time": None},
         "features": {"text": [{"name": "id"}]},
         "label": {"field": "id", "kind": "language_model"},
         "model": {"builtin": "causal_lm"},
     }
 )
 """A two-field spec (string id, timestamp) for parsers and faults that need no demo fields (the smallest valid
-spec on two fields: a language model of the id)."""
+spec on two fields: a language model of the id). Its parsers' records carry times of 1970 (a few seconds of epoch
+milliseconds), so it has no ``time.min_event_time``."""
 
 DROP = object()
 """Pass as a field value to :func:`event` to leave the field out."""

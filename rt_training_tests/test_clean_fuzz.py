@@ -4,9 +4,10 @@ letters, and the batch never raises."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
-from clean_support import SENSOR_SPEC, TYPED_SPEC, TYPED_VALID, bronze, event
+from clean_support import KAFKA_TS, SENSOR_SPEC, TYPED_SPEC, TYPED_VALID, bronze, event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +24,13 @@ TEXT = st.text(st.characters(codec=None, categories=None), max_size=12)
 HUGE_INTS = st.integers(min_value=-(10**40), max_value=10**40) | st.sampled_from(
     [2**63, -(2**63) - 1, 2**64, 10**400]
 )
+EXTREME_TIMES = st.sampled_from(
+    [0, -1, -62_135_596_800_000, 253_402_300_799_999, 946_684_800_000, 4_102_444_800_000, 1_704_113_999_000]
+) | st.sampled_from(
+    ["1970-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2024-01-01T13:00Z"]
+)
+"""Event times at and around the bounds: the epoch, before it, years 0001 and 9999, time.min_event_time's default
+2000-01-01, 2100, and 1 h ahead of the bronze batches' Kafka timestamp."""
 SCALARS = (
     st.none()
     | st.booleans()
@@ -41,7 +49,7 @@ RIGHT_TYPED: dict[str, st.SearchStrategy[Any]] = {
     "int": HUGE_INTS | st.integers(min_value=-5, max_value=5),
     "float": st.floats(allow_nan=True, allow_infinity=True),
     "bool": st.booleans(),
-    "timestamp": st.integers(min_value=-(10**16), max_value=10**16) | TEXT,
+    "timestamp": st.integers(min_value=-(10**16), max_value=10**16) | EXTREME_TIMES | TEXT,
     "text": TEXT,
 }
 NUMBERS = (
@@ -106,8 +114,24 @@ def _records(spec_fields: dict[str, str], valid: bytes) -> st.SearchStrategy[byt
                 b"null",
             ]
         ),
+        st.builds(
+            _repeat_key,
+            _documents(spec_fields),
+            st.sampled_from(sorted(spec_fields)),
+            JSON_VALUES,
+            st.booleans(),
+        ),
         st.none(),
     )
+
+
+def _repeat_key(doc: dict[str, Any], name: str, other: Any, escaped: bool) -> bytes:
+    """``doc`` with field ``name`` given once more at the top level, after the others (its name spelled with a
+    ``\\u`` escape when ``escaped``)."""
+    key = "".join(f"\\u{ord(c):04x}" for c in name) if escaped else name
+    text = json.dumps(doc)
+    extra = f'"{key}": {json.dumps(other)}'
+    return (text[:-1] + (", " if doc else "") + extra + "}").encode()
 
 
 def _assert_each_row_lands_once(values: list[bytes | None], spec: Any) -> None:
@@ -122,6 +146,29 @@ def _assert_each_row_lands_once(values: list[bytes | None], spec: Any) -> None:
     assert (result.rows_in, result.silver_rows + result.dead_letter_rows) == (len(values), len(values))
     assert sum(result.reason_counts.values()) == result.dead_letter_rows
     assert all(result.dead_letters.column("reason").is_valid().to_pylist())
+    # what silver holds is plausible: ids not blank, event times inside the spec's bounds
+    ids = result.silver.column(spec.id_field).to_pylist()
+    assert not [i for i in ids if isinstance(i, str) and not i.strip()]
+    times = result.silver.column(spec.time_field).to_pylist()
+    if spec.time.min_event_time is not None:
+        assert all(t >= spec.time.min_event_time for t in times)
+    if spec.time.max_future_skew is not None:
+        assert all(t <= KAFKA_TS + timedelta(seconds=spec.time.max_future_skew) for t in times)
+    # a record giving a schema field twice never reaches silver, whichever value the decoder would keep
+    for offset in silver:
+        assert _repeated_fields(values[offset], spec) == []
+
+
+def _repeated_fields(value: bytes | None, spec: Any) -> list[str]:
+    pairs: list[list[tuple[str, Any]]] = [[]]
+
+    def keep(found: list[tuple[str, Any]]) -> dict[str, Any]:
+        pairs[0] = found
+        return dict(found)
+
+    json.loads(value or b"{}", object_pairs_hook=keep)
+    keys = [key for key, _ in pairs[0]]
+    return [name for name in spec.schema_.fields if keys.count(name) > 1]
 
 
 DEMO_FIELDS = {name: _kind(f) for name, f in DEMO.schema_.fields.items()}

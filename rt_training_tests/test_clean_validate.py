@@ -10,8 +10,10 @@ from clean_support import DROP, SENSOR_SPEC, bronze, event, reading
 
 from rt_training.clean import PRECEDENCE, clean_batch
 from rt_training.spec import load_spec, parse_spec
+from rt_training.spec.models import TimePolicy
 
 DEMO = load_spec()
+DEMO_ANY_TIME = DEMO.model_copy(update={"time": TimePolicy(min_event_time=None, max_future_skew=None)})
 SENSORS = parse_spec(SENSOR_SPEC)
 
 
@@ -116,12 +118,16 @@ def test_precedence_order_is_documented_order() -> None:
         "malformed_json",
         "not_an_object",
         "unparseable",
+        "duplicate_key",
         "missing_field",
         "wrong_type",
         "wrong_dimension",
         "not_finite",
         "out_of_range",
         "not_allowed",
+        "empty_id",
+        "before_min_event_time",
+        "future_event_time",
         "too_late",
         "duplicate_id",
     ]
@@ -193,7 +199,8 @@ def us(text: str) -> datetime:
     ],
 )
 def test_timestamp_coercion(value: Any, expected: datetime) -> None:
-    result = clean_batch(bronze([event(event_time=value)]), DEMO)
+    # 1970 and before parse like any other time; only the default time.min_event_time (off here) rejects them
+    result = clean_batch(bronze([event(event_time=value)]), DEMO_ANY_TIME)
     assert result.dead_letter_rows == 0
     assert result.silver.column("event_time").to_pylist() == [expected]
 

@@ -174,6 +174,8 @@ def test_exporter_text_has_every_series(spec: PipelineSpec, tmp_path: Path) -> N
     assert samples[_key("rt_training_dead_letters_total", reason="malformed_json")] == 2
     assert samples[_key("rt_training_dead_letters_total", reason="missing_field")] == 1
     assert samples[_key("rt_training_dead_letters_total", reason="duplicate_id")] == 0
+    for reason in ("duplicate_key", "empty_id", "before_min_event_time", "future_event_time"):
+        assert samples[_key("rt_training_dead_letters_total", reason=reason)] == 0
     for table, ts in snap.last_commit_time.items():
         assert samples[_key("rt_training_last_commit_timestamp_seconds", table=table)] == ts
     for q, seconds in snap.event_to_silver_latency.items():

@@ -18,8 +18,10 @@ the reason a producer can act on, rather than ``malformed_json``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -46,6 +48,12 @@ class ParsedBatch:
     """Optional speed hint, a bool per record: True where the parser did not check the values against the schema's
     types (a record with a value of an unexpected kind is among them). Validation then classifies only these
     rows' values one by one. It finds the same either way; ``None`` treats every row as loose."""
+    duplicate_keys: Callable[[np.ndarray], dict[int, tuple[Reason, str]]] | None = None
+    """Optional, the parser's check for records that give a schema field more than once (JSON's duplicated keys),
+    run after validation: called with how many schema fields each record gives a value (neither absent nor null),
+    it returns the failing rows, ``duplicate_key`` with a detail naming the key (or ``unparseable`` if the check
+    raised on the record). The count lets a parser rule out most records without decoding them again. ``None``:
+    the parser's format has no such ambiguity."""
 
 
 class Parser(Protocol):
@@ -146,6 +154,15 @@ A list's elements are not typed here: validation checks list fields element by e
 class JsonParser:
     """One JSON object per record; keys outside the schema are ignored.
 
+    A record giving a schema field twice at its top level (``{"id": "a", "id": "b"}``: JSON leaves its meaning
+    open, and decoders keep the last value) is ``duplicate_key``, neither value taken; keys outside the schema may
+    repeat, as they are ignored anyway. msgspec, which decodes every record, keeps the last value silently, so
+    the duplicates are found afterwards (:attr:`ParsedBatch.duplicate_keys`) in three steps, each looking only at
+    what the one before could not rule out: a record with no more colons than the schema fields it gives a value
+    cannot repeat a key (every key is followed by a colon, whatever the white space); then one with no more
+    quoted field names (``"price"``) than that and no ``\\u00`` escape (the only way to spell a field name
+    otherwise); the rest are decoded again with ``json.loads``, which hands over the top-level pairs in order.
+
     Parameters
     ----------
     field_names
@@ -168,6 +185,7 @@ class JsonParser:
             kinds = {self._attrs[name]: _JSON_KINDS[field_types[name]] for name in self.field_names}
             self._decode_typed = msgspec.json.Decoder(self._struct("TypedRecord", kinds)).decode
         self._empty = self._record()
+        self._quoted = [b'"%s"' % name.encode() for name in self.field_names]
 
     def _struct(self, name: str, kinds: Mapping[str, Any]) -> type[msgspec.Struct]:
         # Positional attribute names, renamed to the JSON keys: any key is safe, even one clashing with Python.
@@ -199,7 +217,32 @@ class JsonParser:
         for row in errors:
             records[row] = empty
         columns = {name: list(map(getter, records)) for name, getter in self._getters.items()}
-        return ParsedBatch(columns=columns, errors=errors, loose=loose if self._decode_typed else None)
+        return ParsedBatch(
+            columns=columns,
+            errors=errors,
+            loose=loose if self._decode_typed else None,
+            duplicate_keys=partial(self._duplicate_keys, raw, values.null_count > 0, frozenset(errors)),
+        )
+
+    def _duplicate_keys(
+        self, raw: list[bytes | None], has_nulls: bool, skip: frozenset[int], present: np.ndarray
+    ) -> dict[int, tuple[Reason, str]]:
+        """The records giving a schema field twice at the top level (see the class docstring)."""
+        filled = [b"" if value is None else value for value in raw] if has_nulls else raw
+        colons = np.fromiter(map(bytes.count, filled, repeat(b":")), dtype=np.int64, count=len(raw))
+        found: dict[int, tuple[Reason, str]] = {}
+        for row in np.flatnonzero(colons > present).tolist():
+            value = filled[row]
+            if row in skip or (sum(map(value.count, self._quoted)) <= present[row] and b"\\u00" not in value):
+                continue
+            try:
+                detail = _top_level_duplicate(value, self.field_names)
+            except Exception as exc:  # any failure is the record's, never the batch's
+                found[row] = (Reason.UNPARSEABLE, unparseable_detail(exc))
+                continue
+            if detail is not None:
+                found[row] = (Reason.DUPLICATE_KEY, detail)
+        return found
 
     def _untyped(self, row: int, value: bytes | None, errors: dict[int, tuple[Reason, str]]) -> Any:
         try:
@@ -219,3 +262,26 @@ class JsonParser:
             errors[row] = (reason or Reason.MALFORMED_JSON, detail)
             return self._empty
         return self._record(**{attr: doc.get(name) for name, attr in self._attrs.items()})
+
+
+def _top_level_duplicate(value: bytes, field_names: Sequence[str]) -> str | None:
+    """What a person reads about the first schema field ``value`` gives twice at its top level, or None."""
+    last: list[list[tuple[str, Any]]] = [[]]
+
+    def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        last[0] = pairs  # the top-level object is the last one to close
+        return dict(pairs)
+
+    doc = json.loads(value, object_pairs_hook=keep_pairs)
+    if not isinstance(doc, dict):
+        return None
+    counts: dict[str, int] = {}
+    for key, _ in last[0]:
+        counts[key] = counts.get(key, 0) + 1
+    for name in field_names:
+        if counts.get(name, 0) > 1:
+            return (
+                f"key {name!r} appears {counts[name]} times at the top level of the record; which value is meant "
+                "is unknown, so none is taken: send each field once"
+            )
+    return None

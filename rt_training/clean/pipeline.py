@@ -4,7 +4,8 @@ Silver rows are the Kafka meta columns and every schema field, typed (:func:`rt_
 no feature columns. Every bronze row ends in exactly one of the two outputs, so ``rows_in == silver_rows + dead_letter_rows``.
 Rows keep their bronze order in both outputs. A row keeps the first reason it gets: the steps run in the order
 of :data:`rt_training.clean.reasons.PRECEDENCE`, except that a feature that is not finite (``out_of_range``,
-see :mod:`rt_training.clean.features`) is checked after all schema checks, ``not_allowed`` included. Oversized
+see :mod:`rt_training.clean.features`) is checked after all schema checks, ``not_allowed`` included (and before
+the plausibility checks: ``empty_id``, ``before_min_event_time``, ``future_event_time``). Oversized
 records are masked out (set null, without copying the batch) before parsing, so they are never decoded.
 """
 
@@ -23,7 +24,7 @@ from rt_training.clean.features import check_features
 from rt_training.clean.parse import JsonParser, ParsedBatch, Parser, oversized_mask
 from rt_training.clean.reasons import CleaningSetupError, Reason, Verdicts, unparseable_detail
 from rt_training.clean.schemas import BRONZE_SCHEMA, DEAD_LETTER_SCHEMA, META_SOURCES, silver_schema
-from rt_training.clean.validate import validate_fields
+from rt_training.clean.validate import check_fields, check_plausibility
 from rt_training.eventtime.clock import before
 from rt_training.spec.models import PipelineSpec
 
@@ -241,16 +242,25 @@ def _prepare(bronze: pa.Table, spec: PipelineSpec, parser: Parser | None) -> Pre
     parser = parser or JsonParser(list(fields), {name: f.type for name, f in fields.items()})
     parsed = parser.parse(without_rows(values, too_big))
     _check_parsed(parsed, spec, n, parser)
+    _reject_parse_errors(verdicts, parsed.errors, n)
+    checked = check_fields(parsed.columns, spec.schema_, parsed.loose)
+    if parsed.duplicate_keys is not None:
+        _reject_parse_errors(verdicts, parsed.duplicate_keys(checked.present), n)
+    columns = checked.apply(verdicts)
+    for failure in check_features(columns, spec):
+        verdicts.reject(failure.mask, Reason.OUT_OF_RANGE, failure.describe)
+    check_plausibility(columns, bronze.column("timestamp"), spec.schema_, spec.time, verdicts)
+    return PreparedBatch(bronze=bronze, spec=spec, verdicts=verdicts, columns=columns)
+
+
+def _reject_parse_errors(verdicts: Verdicts, errors: dict[int, tuple[Reason, str]], n: int) -> None:
+    """Reject the rows a parser reported, by precedence."""
     for reason in Reason:
-        failed = {row: detail for row, (why, detail) in parsed.errors.items() if why == reason}
+        failed = {row: detail for row, (why, detail) in errors.items() if why == reason}
         if failed:
             mask = np.zeros(n, dtype=bool)
             mask[list(failed)] = True
             verdicts.reject(mask, reason, lambda rows, failed=failed: [failed[int(r)] for r in rows])
-    columns = validate_fields(parsed.columns, spec.schema_, verdicts, parsed.loose)
-    for failure in check_features(columns, spec):
-        verdicts.reject(failure.mask, Reason.OUT_OF_RANGE, failure.describe)
-    return PreparedBatch(bronze=bronze, spec=spec, verdicts=verdicts, columns=columns)
 
 
 def finish_batch(

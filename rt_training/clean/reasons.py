@@ -4,13 +4,17 @@ A record with several defects is dead-lettered once, with the reason that comes 
 (and, within one reason, the field that comes first in the spec). The order follows the pipeline: a record is
 first bytes (``oversized``, ``not_utf8``), then a document (``malformed_json``, ``not_an_object``), then a
 document the cleaning code raised on (``unparseable``: any exception while decoding, validating or checking
-the features of it, such as a ``RecursionError`` from thousands of nested arrays; see :func:`unparseable_detail`), then a set of
-fields checked against the schema (``missing_field`` ... ``not_allowed``: present, then of the right type, then
-of the right shape (``wrong_dimension``: a vector with other than ``dim`` elements), then finite, in range and
-allowed; see :mod:`rt_training.clean.validate`), then an event too far below the
-pipeline's watermark (``too_late``, only with ``time.max_lateness`` set), and last a duplicate of a record that
-is kept (``duplicate_id``): a record that fails validation or comes too late never counts as the first
-occurrence of an id.
+the features of it, such as a ``RecursionError`` from thousands of nested arrays; see :func:`unparseable_detail`),
+then a document giving one schema field twice (``duplicate_key``: which value is meant is unknowable, so neither is
+taken; see :class:`rt_training.clean.parse.JsonParser`), then a set of fields checked against the schema
+(``missing_field`` ... ``not_allowed``: present, then of the right type, then of the right shape
+(``wrong_dimension``: a vector with other than ``dim`` elements), then finite, in range and allowed; see
+:mod:`rt_training.clean.validate`), then the plausibility of a well-formed record: an id that is empty or only
+white space (``empty_id``), an event time before ``time.min_event_time`` (``before_min_event_time``) or more than
+``time.max_future_skew`` ahead of its Kafka timestamp (``future_event_time``), all judged on the record alone;
+then an event too far below the pipeline's watermark (``too_late``, only with ``time.max_lateness`` set), and
+last a duplicate of a record that is kept (``duplicate_id``): a record that fails any earlier check never counts
+as the first occurrence of an id.
 """
 
 from __future__ import annotations
@@ -29,12 +33,16 @@ class Reason(StrEnum):
     MALFORMED_JSON = "malformed_json"
     NOT_AN_OBJECT = "not_an_object"
     UNPARSEABLE = "unparseable"
+    DUPLICATE_KEY = "duplicate_key"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
     WRONG_DIMENSION = "wrong_dimension"
     NOT_FINITE = "not_finite"
     OUT_OF_RANGE = "out_of_range"
     NOT_ALLOWED = "not_allowed"
+    EMPTY_ID = "empty_id"
+    BEFORE_MIN_EVENT_TIME = "before_min_event_time"
+    FUTURE_EVENT_TIME = "future_event_time"
     TOO_LATE = "too_late"
     DUPLICATE_ID = "duplicate_id"
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,8 @@ from rt_training.clean.values import (
     show,
 )
 from rt_training.lake.tables import FIELD_TYPES, field_type
-from rt_training.spec.models import FieldSpec, SchemaSpec
+from rt_training.spec.durations import format_duration
+from rt_training.spec.models import FieldSpec, SchemaSpec, TimePolicy
 
 ARROW_TYPES = FIELD_TYPES
 """Silver column type of each spec field type but ``list`` (one definition, in the lake's table schemas; a list's
@@ -103,6 +105,38 @@ class FieldResult:
     checks: list[Check]
 
 
+@dataclass(frozen=True)
+class CheckedFields:
+    """Every field of a batch checked (see :func:`check_fields`), before the failures are recorded as verdicts."""
+
+    results: dict[str, FieldResult]
+    present: np.ndarray
+    """Per record, how many schema fields it gives a value (neither absent nor ``null``; a default fills none)."""
+
+    def apply(self, verdicts: Verdicts) -> dict[str, pa.Array]:
+        """Record the failures in ``verdicts`` by precedence, return the typed columns."""
+        by_reason: dict[Reason, list[Check]] = {}
+        for result in self.results.values():
+            for check in result.checks:
+                by_reason.setdefault(check.reason, []).append(check)
+        for reason in Reason:
+            for check in by_reason.get(reason, ()):
+                verdicts.reject(check.mask, reason, check.describe)
+        return {name: result.array for name, result in self.results.items()}
+
+
+def check_fields(
+    columns: dict[str, list[Any]], schema: SchemaSpec, loose: np.ndarray | None = None
+) -> CheckedFields:
+    """Check every field; ``loose`` as for :func:`validate_fields`."""
+    results = {}
+    present = np.zeros(len(columns[next(iter(schema.fields))]), dtype=np.int32)
+    for name, spec in schema.fields.items():
+        results[name], nulls = _check_field(name, spec, columns[name], loose)
+        present += ~nulls
+    return CheckedFields(results, present)
+
+
 def validate_fields(
     columns: dict[str, list[Any]],
     schema: SchemaSpec,
@@ -115,21 +149,16 @@ def validate_fields(
     ``loose`` is the parser's hint of the rows whose types it did not check (see
     :class:`rt_training.clean.parse.ParsedBatch`); it changes how fast, never what, validation finds.
     """
-    results = {name: _check_field(name, spec, columns[name], loose) for name, spec in schema.fields.items()}
-    by_reason: dict[Reason, list[Check]] = {}
-    for result in results.values():
-        for check in result.checks:
-            by_reason.setdefault(check.reason, []).append(check)
-    for reason in Reason:
-        for check in by_reason.get(reason, ()):
-            verdicts.reject(check.mask, reason, check.describe)
-    return {name: result.array for name, result in results.items()}
+    return check_fields(columns, schema, loose).apply(verdicts)
 
 
-def _check_field(name: str, spec: FieldSpec, values: list[Any], loose: np.ndarray | None) -> FieldResult:
+def _check_field(
+    name: str, spec: FieldSpec, values: list[Any], loose: np.ndarray | None
+) -> tuple[FieldResult, np.ndarray]:
+    """A field's typed column and failed checks, and the mask of its records that give no value."""
     result, nulls = _check_values(name, spec, values, loose)
     if not nulls.any():
-        return result
+        return result, nulls
     checks = list(result.checks)
     if spec.required:
         checks.insert(
@@ -140,10 +169,10 @@ def _check_field(name: str, spec: FieldSpec, values: list[Any], loose: np.ndarra
                 lambda rows: _repeat(f"required field {name!r} is missing or null", rows),
             ),
         )
-        return FieldResult(result.array, checks)
+        return FieldResult(result.array, checks), nulls
     if spec.default is None:
-        return result
-    return FieldResult(result.array.fill_null(default_value(name, spec)), checks)
+        return result, nulls
+    return FieldResult(result.array.fill_null(default_value(name, spec)), checks), nulls
 
 
 def _check_values(
@@ -436,3 +465,76 @@ _CHECKERS: dict[str, Callable[[_Subject, FieldSpec, RawColumn], FieldResult]] = 
     "bool": _check_bool,
     "timestamp": _check_timestamp,
 }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_SKEW_US = MAX_US - MIN_US
+"""A larger skew rejects nothing (no event time is further ahead of any instant); clipping keeps sums in int64."""
+
+
+def check_plausibility(
+    columns: dict[str, pa.Array],
+    kafka_time: pa.Array | pa.ChunkedArray,
+    schema: SchemaSpec,
+    time: TimePolicy,
+    verdicts: Verdicts,
+) -> None:
+    """Reject, among the records still good, ``empty_id``, ``before_min_event_time`` and ``future_event_time``.
+
+    ``columns`` are the typed columns of :func:`validate_fields`; ``kafka_time`` is bronze's ``timestamp`` column.
+    An id is empty when it is a string with no character but white space (what Python's ``str.isspace`` counts,
+    so also a no-break space; not a zero-width space, which is no white space). The time bounds are
+    ``time.min_event_time`` and ``time.max_future_skew`` (see :class:`rt_training.spec.models.TimePolicy`): both
+    depend only on the record, so a retry judges it the same.
+    """
+    id_name = schema.id_field
+    if schema.fields[id_name].type in ("string", "text"):
+        ids = columns[id_name]
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0).fill_null(False)
+        verdicts.reject(
+            blank.to_numpy(zero_copy_only=False),
+            Reason.EMPTY_ID,
+            lambda rows: [_empty_id_detail(id_name, ids[int(r)].as_py()) for r in rows],
+        )
+    times = columns[schema.time_field]
+    valid = times.is_valid().to_numpy(zero_copy_only=False)
+    event_us = pc.cast(times, pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    at = f"field {schema.time_field!r}"
+    if time.min_event_time is not None:
+        bound = time.min_event_time
+        bound_us = (bound - _EPOCH) // timedelta(microseconds=1)
+        verdicts.reject(
+            valid & (event_us < bound_us),
+            Reason.BEFORE_MIN_EVENT_TIME,
+            lambda rows: [
+                f"{at} value {_iso(event_us[r])} is before time.min_event_time {bound.isoformat()}; if events "
+                "this old are real, set time.min_event_time earlier (or null)"
+                for r in rows
+            ],
+        )
+    if time.max_future_skew is not None:
+        skew_s = time.max_future_skew
+        kafka_ms = pc.cast(kafka_time, pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+        judged = valid & (kafka_ms >= 0)
+        kafka_us = np.minimum(kafka_ms, MAX_US // 1000) * 1000
+        skew_us = min(round(skew_s * 1e6), _MAX_SKEW_US)
+        verdicts.reject(
+            judged & (event_us - kafka_us > skew_us),
+            Reason.FUTURE_EVENT_TIME,
+            lambda rows: [
+                f"{at} value {_iso(event_us[r])} is {(event_us[r] - kafka_us[r]) / 1e6:.3f}s ahead of the "
+                f"record's Kafka timestamp {_iso(kafka_us[r])}, more than time.max_future_skew "
+                f"{format_duration(skew_s)}; fix the producer's clock or time zone, or raise time.max_future_skew"
+                for r in rows
+            ],
+        )
+
+
+def _empty_id_detail(name: str, value: str) -> str:
+    if value == "":
+        return f"id field {name!r} is an empty string; every record needs an id to be told apart"
+    return f"id field {name!r} is only white space ({show(value)}); every record needs an id to be told apart"
+
+
+def _iso(micros: int) -> str:
+    return (_EPOCH + timedelta(microseconds=int(micros))).isoformat()

@@ -9,9 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from rt_training.spec.durations import Duration, format_duration
 
@@ -464,6 +473,26 @@ class DriftPolicy(_Strict):
     on_drift_recency_half_life_s: Duration | None = Field(default=None, gt=0)
 
 
+def _instant(value: Any) -> Any:
+    """An ISO-8601 date or date-time (YAML may hand over a ``date`` or ``datetime``) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an ISO-8601 date or date-time; write e.g. 2000-01-01 or 2015-06-01T00:00:00Z"
+            ) from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise ValueError(
+            f"{value!r} is not a date; write an ISO-8601 date or date-time such as 2000-01-01, or null for no bound"
+        )
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class TimePolicy(_Strict):
     """The pipeline's event-time clock (see :mod:`rt_training.eventtime`).
 
@@ -472,10 +501,32 @@ class TimePolicy(_Strict):
     on the wall clock. An event whose time is below the watermark when it is ingested is *late*: it is kept and
     counted (``late_rows``). With ``max_lateness`` set, an event more than that below the watermark goes to dead
     letters as ``too_late`` instead.
+
+    Two bounds keep implausible event times out of silver, where a single one would move the watermark (a year
+    9999 event would put every later event ``too_late`` and every window out of reach) or make rows of a clock
+    reset (epoch 0) look like history. Both depend only on the record, so a retried micro-batch routes every
+    record as the first attempt did, whatever the wall clock:
+
+    ``max_future_skew`` (default ``1h``; ``null`` turns it off)
+        An event time more than this ahead of the record's Kafka timestamp (bronze's ``timestamp`` column: the
+        producer's send time, or the broker's append time on a ``LogAppendTime`` topic) goes to dead letters as
+        ``future_event_time``. An event cannot happen after it is sent, so only a wrong clock, a wrong time zone
+        or a wrong unit puts it there. The default is the hour Kafka's own ``log.message.timestamp.after.max.ms``
+        allows: far above any real clock drift, and it catches local time east of UTC sent as UTC (no such zone
+        is less than an hour ahead). A record without a Kafka timestamp (null, or negative as from the oldest
+        message format) is not judged.
+    ``min_event_time`` (default ``2000-01-01``; ``null`` turns it off)
+        An event time before this instant goes to dead letters as ``before_min_event_time``: ``0`` and negative
+        epoch milliseconds, 1970 (epoch seconds sent as milliseconds land in January 1970), and anything older
+        than a stream can plausibly hold. Replaying older history: set it earlier, or to ``null`` (event times
+        then only need to lie in years 0001..9999). Written as an ISO-8601 date (``2000-01-01``) or date-time
+        (``2015-06-01T00:00:00Z``); without a zone it is UTC.
     """
 
     allowed_lateness: Duration = Field(default=0.0, ge=0)
     max_lateness: Duration | None = Field(default=None, ge=0)
+    max_future_skew: Duration | None = Field(default=3600.0, ge=0)
+    min_event_time: Annotated[datetime | None, BeforeValidator(_instant)] = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class PipelineSpec(_Strict):
