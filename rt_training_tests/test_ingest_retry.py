@@ -211,8 +211,12 @@ def test_the_poison_record_through_the_sensor_and_job_is_one_unparseable_dead_le
     kafka_broker, topic, tmp_path
 ) -> None:
     """Issue 12's record: 8,000 nested arrays, under max_record_bytes, among good records on every partition,
-    beside odd but valid ones (a NUL and an emoji in the id, an event time in year 9999) that Delta must take."""
-    spec = spec_for(topic, min_records=1, max_records_per_run=1000)
+    beside odd but valid ones (a NUL and an emoji in the id, an event time in year 9999) that Delta must take
+    when the spec turns the event-time bounds off."""
+    base = spec_for(topic, min_records=1, max_records_per_run=1000)
+    spec = base.model_copy(
+        update={"time": base.time.model_copy(update={"max_future_skew": None, "min_event_time": None})}
+    )
     assert len(DEEP) <= spec.schema_.max_record_bytes
     lake = LakeLocation(str(tmp_path))
     odd = [
@@ -258,10 +262,20 @@ def test_silver_whose_newest_event_is_in_year_1_does_not_stop_later_batches(
     kafka_broker, topic, tmp_path
 ) -> None:
     """A first batch of one record from 0001-01-01: the next batch's duplicate window, lateness bound and
-    watermark reach before year 1, which must clamp rather than fail every run from then on."""
+    watermark reach before year 1, which must clamp rather than fail every run from then on (with the spec's
+    event-time bounds off: by default such a record is a dead letter, ``before_min_event_time``)."""
     base = spec_for(topic, min_records=1)
     spec = base.model_copy(
-        update={"time": base.time.model_copy(update={"allowed_lateness": 60.0, "max_lateness": 600.0})}
+        update={
+            "time": base.time.model_copy(
+                update={
+                    "allowed_lateness": 60.0,
+                    "max_lateness": 600.0,
+                    "max_future_skew": None,
+                    "min_event_time": None,
+                }
+            )
+        }
     )
     lake = LakeLocation(str(tmp_path))
     send(kafka_broker, topic, 0, [event(event_id="ancient", event_time="0001-01-01T00:00:30Z")])
