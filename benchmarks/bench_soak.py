@@ -166,8 +166,9 @@ class Soak:
     dagster: subprocess.Popen | None = None
     producer: subprocess.Popen | None = None
     producer_runs: list[dict[str, Any]] = field(default_factory=list)
-    seen: dict[int, str] = field(default_factory=dict)
-    """pid -> start time of every process seen under ``dagster dev`` (the start time guards against pid reuse)."""
+    seen: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """pid -> (start time, kind) of every process seen under ``dagster dev`` (the start time guards against pid
+    reuse)."""
     samples: list[Sample] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
     restart_thread: threading.Thread | None = None
@@ -198,15 +199,16 @@ class Soak:
             cancel_runs_in_flight(self.url)
             _stop(self.dagster, "dagster dev", signal.SIGINT, timeout=60.0)
         for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            alive = [pid for pid, start in self.seen.items() if _alive(pid, start)]
+            alive = [pid for pid, (start, _) in self.seen.items() if _alive(pid, start)]
             if not alive:
                 break
-            say(f"stopping {len(alive)} process(es) left from dagster dev with {sig.name}: {alive}")
+            left = ", ".join(f"{pid} ({self.seen[pid][1]})" for pid in alive)
+            say(f"stopping {len(alive)} process(es) left from dagster dev with {sig.name}: {left}")
             for pid in alive:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and any(_alive(p, self.seen[p]) for p in alive):
+            while time.monotonic() < deadline and any(_alive(p, self.seen[p][0]) for p in alive):
                 time.sleep(0.2)
         if self.restart_thread is not None:
             self.restart_thread.join()
@@ -353,7 +355,7 @@ def sample_processes(soak: Soak) -> dict[str, dict[str, int]]:
             fds = len(os.listdir(f"/proc/{pid}/fd"))
         except OSError:
             continue  # exited meanwhile
-        soak.seen.setdefault(pid, starts[pid])
+        soak.seen.setdefault(pid, (starts[pid], kind))
         row = out.setdefault(kind, {"rss": 0, "fds": 0, "processes": 0, "rss_largest": 0})
         row["rss"] += rss
         row["fds"] += fds
@@ -615,6 +617,8 @@ def runs_report(soak: Soak) -> dict[str, Any]:
 
 
 def _failure_message(instance: Any, run_id: str, event_types: Any) -> str:
+    """The innermost error of the run's first step failure (else of its run failure): the user's exception, not
+    Dagster's wrapper around it."""
     wanted = (event_types.STEP_FAILURE, event_types.RUN_FAILURE)
     events = [
         e.dagster_event
@@ -623,8 +627,10 @@ def _failure_message(instance: Any, run_id: str, event_types: Any) -> str:
     ]
     for event in sorted(events, key=lambda e: wanted.index(e.event_type)):
         error = getattr(event.event_specific_data, "error", None)
+        while error is not None and error.cause is not None:
+            error = error.cause
         if error is not None:
-            return f"{error.cls_name}: {error.message}"
+            return error.message
         if event.message:
             return event.message
     return "(no failure event)"
@@ -666,7 +672,7 @@ def report(
     late_lags = [(t, lag) for t, lag in lags if produced_s / 2 <= t <= produced_s]
     lag_growth = growth_per_hour([t for t, _ in late_lags], [lag for _, lag in late_lags])
     lag_growth_per_s = None if lag_growth is None else round(lag_growth / 3600, 2)
-    rate = events / produced_s
+    rate = events / args.duration  # the producer sends for the time asked, at the rate asked if it can
     keeps_up = (
         rate >= 0.95 * args.rate
         and lag_growth_per_s is not None
@@ -679,7 +685,7 @@ def report(
     checks = reconciliation(soak, bounds)
     runs = runs_report(soak)
     verdict = [
-        f"produced {events:,} events in {produced_s:.0f}s: {rate:,.0f}/s of {args.rate:g}/s asked",
+        f"produced {events:,} events: {rate:,.0f}/s over the {args.duration:g}s asked, of {args.rate:g}/s asked",
         "ingestion kept up"
         if keeps_up
         else f"ingestion did NOT keep up on this machine (lag grew {lag_growth_per_s} events/s over the second half)",
