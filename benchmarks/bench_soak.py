@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kafka.errors import KafkaError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -163,6 +164,7 @@ class Soak:
     home: Path
     port: int
     pipeline: str
+    partitions: list[int]
     dagster: subprocess.Popen | None = None
     producer: subprocess.Popen | None = None
     producer_runs: list[dict[str, Any]] = field(default_factory=list)
@@ -241,14 +243,17 @@ def prepare(args: argparse.Namespace, work: Path) -> Soak:
     document["source"]["topic"] = TOPIC
     spec_path = work / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(document, sort_keys=False))
-    broker = LocalKafkaConfig(data_dir=work / "kafka", port=free_port())
+    # A restart on a loaded machine can take a minute; the soak would rather wait than lose its broker.
+    broker = LocalKafkaConfig(data_dir=work / "kafka", port=free_port(), start_timeout_s=300.0)
     say(f"starting the Kafka broker in {broker.data_dir}")
     status = start_broker(broker)
     settings = KafkaSettings(bootstrap_servers=status.bootstrap_servers)
     spec = load_spec(str(spec_path))
     lake = LakeLocation(str(work / "lake"))
-    soak = Soak(args, work, broker, settings, spec_path, lake, home, free_port(), spec.name)
     partitions, _ = ensure_topic(settings, spec, TOPIC, None)
+    soak = Soak(
+        args, work, broker, settings, spec_path, lake, home, free_port(), spec.name, list(range(partitions))
+    )
     say(
         f"Kafka at {status.bootstrap_servers} (pid {status.state.pid}), topic {TOPIC!r} with {partitions} partitions"
     )
@@ -395,7 +400,7 @@ def kafka_bounds(soak: Soak) -> dict[int, tuple[int, int]] | None:
                 KafkaSettings(bootstrap_servers=soak.settings.bootstrap_servers, **PROBE), TOPIC
             )
         )
-    except KafkaConnectionProblem:
+    except (KafkaConnectionProblem, KafkaError, LookupError):  # down, or its metadata not loaded yet
         return None
 
 
@@ -420,11 +425,12 @@ def restart_broker(soak: Soak, n: int, how: str, t: float) -> None:
     record: dict[str, Any] = {"n": n, "how": how, "at_s": round(t, 1)}
     soak.restarts.append(record)
     t_stop = time.monotonic()
-    committed_before = soak.samples[-1].committed if soak.samples else 0
     try:
+        record["committed_before"] = sum(lake_committed(soak, soak.partitions).values())
         if how == "kill":
             status = broker_status(soak.broker)
-            assert status.state is not None, f"no broker runs from {soak.broker.data_dir}"
+            if status.state is None:
+                raise RuntimeError(f"no broker runs from {soak.broker.data_dir}: nothing to SIGKILL")
             os.kill(status.state.pid, signal.SIGKILL)
             while process_alive(status.state.pid):
                 time.sleep(0.05)
@@ -435,7 +441,6 @@ def restart_broker(soak: Soak, n: int, how: str, t: float) -> None:
         record["down_s"] = round(time.monotonic() - t_stop, 1)
         record["back_at_s"] = round(t + record["down_s"], 1)
         bounds = kafka_bounds(soak)
-        record["committed_before"] = committed_before
         record["end_when_back"] = None if bounds is None else sum(end for _, end in bounds.values())
     except BaseException as exc:  # reported by the main loop
         soak.restart_error = exc
@@ -465,7 +470,7 @@ def run(soak: Soak) -> dict[str, Any]:
 
     args = soak.args
     start_dagster(soak)
-    partitions = sorted(kafka_bounds(soak) or {})
+    partitions = soak.partitions
     t0 = time.monotonic()
     start_producer(soak, 0.0)
     every = args.broker_restart_every
