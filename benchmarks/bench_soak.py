@@ -29,13 +29,15 @@ When the producer is done it waits (up to ``--catch-up-timeout``) until the lake
 - ``lost`` / ``duplicated``: each offset of ``[earliest, end)`` per partition exactly once in bronze, and exactly
   once in silver + dead letters together (:func:`_soak.reconcile`); must be 0;
 - ``failed_runs`` and their causes, grouped by job and the first line of the error, from the instance's runs;
-- ``rss_growth_bytes_per_h``: the largest, over the kinds of process, of the slope of a line fitted to the kind's
-  resident memory over the second half of the producing phase (warm-up left out); for runs, the largest run
-  process at each sample (runs come and go), for the others the kind's total;
+- ``rss_growth_bytes_per_h``: the largest, over the long-lived processes (daemon, code server, webserver, the run
+  launcher's warm process, ``dagster dev``), of the slope of a line fitted to the kind's total resident memory over
+  the second half of the producing phase (warm-up left out); the runs' fit (the largest run process at each
+  sample) is in ``rss_growth_bytes_per_h_by_kind`` only, since it follows which jobs run (ingest or training);
 - ``max_lag`` and the lag when the producer stopped, and the broker restarts with how long ingestion took to
   commit again and to catch up with what Kafka held when the broker was back.
 
-Whether the machine kept up is stated, not hidden: the rate achieved and the lag's growth over the second half.
+Whether the machine kept up is stated, not hidden: the rate achieved, the lag's growth over the second half, and
+``keeps_up`` (the rate asked was reached and the lake held every offset within a minute of the producer's end).
 Result: ``benchmarks/results/soak.json`` (the work folder with every log is kept with ``--keep`` or on an error).
 """
 
@@ -94,8 +96,11 @@ COORDS = {
 }
 # A probe of Kafka must not hold the sampling loop while the broker is down.
 PROBE = {"connect_timeout_s": 2.0, "request_timeout_s": 5.0}
-# A flat lag line: growing by less than this share of the rate per second over the second half.
-KEEPS_UP_SHARE = 0.01
+# Ingestion kept up when, after the producer stopped, the lake held every offset within this many seconds.
+KEEPS_UP_CATCH_UP_S = 60.0
+# Runs of every job share the kind "run" (an ingest run, a training run with torch loaded): the largest of them at
+# each sample follows which jobs run, not a leak, so its fit is reported but left out of the headline maximum.
+LONG_LIVED = ("dagster dev", "daemon", "code server", "webserver", "run launcher")
 _T0 = time.monotonic()
 
 
@@ -678,11 +683,7 @@ def report(
     lag_growth = growth_per_hour([t for t, _ in late_lags], [lag for _, lag in late_lags])
     lag_growth_per_s = None if lag_growth is None else round(lag_growth / 3600, 2)
     rate = events / args.duration  # the producer sends for the time asked, at the rate asked if it can
-    keeps_up = (
-        rate >= 0.95 * args.rate
-        and lag_growth_per_s is not None
-        and lag_growth_per_s < KEEPS_UP_SHARE * args.rate
-    )
+    keeps_up = rate >= 0.95 * args.rate and caught_up_s is not None and caught_up_s <= KEEPS_UP_CATCH_UP_S
     memory = memory_report(soak, produced_s)
     growths = {
         k: v["rss_growth_bytes_per_h"] for k, v in memory.items() if v["rss_growth_bytes_per_h"] is not None
@@ -693,7 +694,8 @@ def report(
         f"produced {events:,} events: {rate:,.0f}/s over the {args.duration:g}s asked, of {args.rate:g}/s asked",
         "ingestion kept up"
         if keeps_up
-        else f"ingestion did NOT keep up on this machine (lag grew {lag_growth_per_s} events/s over the second half)",
+        else f"ingestion did NOT keep up on this machine (lag grew {lag_growth_per_s} events/s over the second "
+        f"half; caught up {caught_up_s}s after the producer stopped)",
         f"lake {'caught up' if caught_up_s is not None else 'did NOT catch up'} after the producer stopped",
         f"lost {checks['lost']}, duplicated {checks['duplicated']}",
     ]
@@ -727,7 +729,7 @@ def report(
         "lag_at_end": lag_at_end,
         "lag_after_catch_up": soak.samples[-1].lag,
         "lag_timeline": [[t, lag] for t, lag in lags],
-        "rss_growth_bytes_per_h": max(growths.values(), default=None),
+        "rss_growth_bytes_per_h": max((growths[k] for k in LONG_LIVED if k in growths), default=None),
         "rss_growth_bytes_per_h_by_kind": growths,
         "fd_growth_per_h_by_kind": {k: v["fd_growth_per_h"] for k, v in memory.items()},
         "peak_rss_bytes_by_kind": {k: v["peak_rss_bytes"] for k, v in memory.items()},
