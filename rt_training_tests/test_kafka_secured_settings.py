@@ -179,5 +179,11 @@ def _serve_once(spec_file: Path, lake_root: Path) -> str:
             body = response.read().decode()
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
+        try:
+            # Generous: on a busy machine closing the exporter's Kafka consumer has taken over 20 s.
+            _, err = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"metrics serve did not exit within 90 s of SIGINT; its stderr:\n{err}") from None
     return body + line + err
