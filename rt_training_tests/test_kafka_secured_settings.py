@@ -185,5 +185,7 @@ def _serve_once(spec_file: Path, lake_root: Path) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
-            raise AssertionError(f"metrics serve did not exit within 90 s of SIGINT; its stderr:\n{err}") from None
+            raise AssertionError(
+                f"metrics serve did not exit within 90 s of SIGINT; its stderr:\n{err}"
+            ) from None
     return body + line + err

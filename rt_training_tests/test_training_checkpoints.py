@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 from deltalake import DeltaTable, write_deltalake
-from rt_training.features.state import fit_feature_state
 
+from rt_training.features.state import fit_feature_state
 from rt_training.spec import load_spec
 from rt_training.training.checkpoints import (
     CHECKPOINT_FORMAT,
