@@ -6,6 +6,8 @@ Each command group lives in its own module beside this one; heavy libraries are 
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from rt_training.cli.backtest import backtest
@@ -23,6 +25,10 @@ from rt_training.cli.spec import spec
 @click.version_option(package_name="rt-training")
 def cli() -> None:
     """rt-training: keep PyTorch models trained on a live Kafka stream."""
+    # Ctrl-C (SIGINT) stops every long-running command, also when it was started from a script's background job,
+    # which starts with SIGINT ignored: Python then raises no KeyboardInterrupt unless the handler is restored.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 cli.add_command(spec)

@@ -43,6 +43,9 @@ def _fork_run(serialized_args: str) -> int:
     status = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run waits for its own subprocesses
+        # Termination is a SIGINT (see RtRunLauncher.terminate): it must interrupt the run even when the daemon was
+        # started with SIGINT ignored (a background job of a script, nohup), which its children would inherit.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(2, 1)  # the run's prints go where the zygote's errors go (the daemon's log)
