@@ -28,6 +28,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from dagster import Array, Field
@@ -190,6 +192,12 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.report_run_canceling(run)
         # The run's process turns SIGINT into an interrupt and reports the run as canceled.
         os.kill(pid, signal.SIGINT)
+        threading.Thread(
+            target=_repeat_interrupt,
+            args=(pid, _start_time(pid)),
+            name=f"terminate-{run_id[:8]}",
+            daemon=True,
+        ).start()
         return True
 
     @property
@@ -220,3 +228,34 @@ def _readline(proc: subprocess.Popen[str], timeout_s: float) -> str:
     reader.start()
     reader.join(timeout_s)
     return line[0].strip() if line else ""
+
+
+INTERRUPT_REPEAT_S = 5.0
+INTERRUPT_REPEATS = 6
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (``/proc/<pid>/stat`` field 22): with the pid, it names one
+    process, not whichever process reuses the pid later. ``None`` without /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _repeat_interrupt(pid: int, started: str | None) -> None:
+    """Send SIGINT again every few seconds while the run's process lives.
+
+    Dagster's handler raises the interrupt at the next bytecode, which may be inside a garbage-collection callback
+    (measured: SQLAlchemy's ``_collection_gced``), where Python prints "Exception ignored" and drops it; the run
+    would then go on and stay CANCELING. A second SIGINT lands elsewhere. A run that has ended is not signalled.
+    """
+    for _ in range(INTERRUPT_REPEATS):
+        time.sleep(INTERRUPT_REPEAT_S)
+        if not process_alive(pid) or _start_time(pid) != started:
+            return
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
