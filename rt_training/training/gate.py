@@ -238,10 +238,12 @@ def run_gate(
     data, candidate_scores = scored(candidate)
     label = None if data.label is None else data.label.numpy()
     weight = None if data.weight is None else data.weight.numpy()
-    champion_scores = None if champion is None else scored(champion)[1]
-    champion_label = label
-    if champion is not None and spec.label.kind == "multiclass":
-        champion_label = tensors_from_arrow(holdout, spec, champion.state, where="holdout").label.numpy()
+    champion_scores, champion_label = None, label
+    if champion is not None:
+        champion_data, champion_scores = scored(champion)
+        # A multiclass label is encoded by each model's own classes (a champion's lacks the ones added since).
+        if champion_data.label is not None:
+            champion_label = champion_data.label.numpy()
     champion_metric = (
         None if champion_scores is None else objective.metric(name, champion_scores, champion_label, weight)
     )
