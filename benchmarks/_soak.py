@@ -4,7 +4,8 @@
 - :func:`growth_per_hour`: the slope of a least-squares line through samples, per hour;
 - :func:`process_kinds`: which part of Dagster each process of a process tree is;
 - :func:`recovery_seconds`: how long after a broker came back the lake first reached an offset target;
-- :func:`failure_causes`: failed runs grouped by job and the first line of their error.
+- :func:`failure_causes`: failed runs grouped by job and the first line of their error;
+- :func:`user_error`: the exception a run's code raised, inside Dagster's wrappers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -141,6 +143,25 @@ def failure_causes(failures: Iterable[tuple[str, str]]) -> list[dict[str, object
         {"job": job, "cause": cause, "runs": n}
         for (job, cause), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     ]
+
+
+def user_error(error: Any) -> Any:
+    """The outermost error in a chain of Dagster ``SerializableErrorInfo`` (``cls_name``, ``cause``) that Dagster
+    did not raise itself: the exception the run's code raised.
+
+    Dagster wraps an op's exception (``DagsterExecutionStepExecutionError``); the exception's own causes are the
+    details it chose to carry (``KafkaUnreachableError`` raised from kafka-python's ``KafkaConnectionError``), so
+    the walk stops at the first class not named ``Dagster*``.
+
+    >>> from types import SimpleNamespace as E
+    >>> raw = E(cls_name="KafkaConnectionError", cause=None)
+    >>> ours = E(cls_name="KafkaUnreachableError", cause=raw)
+    >>> user_error(E(cls_name="DagsterExecutionStepExecutionError", cause=ours)).cls_name
+    'KafkaUnreachableError'
+    """
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return error
 
 
 def first_line(message: str, limit: int = 300) -> str:

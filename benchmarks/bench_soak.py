@@ -65,7 +65,7 @@ from kafka.errors import KafkaError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_result
-from _soak import failure_causes, growth_per_hour, process_kinds, reconcile, recovery_seconds
+from _soak import failure_causes, growth_per_hour, process_kinds, reconcile, recovery_seconds, user_error
 
 from rt_training.cli.demo import TICK_TIMEOUT_ENV, _interrupted, _stop, cancel_runs_in_flight
 from rt_training.ingest.batch import LakeLocation
@@ -627,8 +627,8 @@ def runs_report(soak: Soak) -> dict[str, Any]:
 
 
 def _failure_message(instance: Any, run_id: str, event_types: Any) -> str:
-    """The innermost error of the run's first step failure (else of its run failure): the user's exception, not
-    Dagster's wrapper around it."""
+    """The error of the run's first step failure (else of its run failure) that the run's code raised, not
+    Dagster's wrapper around it nor the lower-level error it was raised from (:func:`_soak.user_error`)."""
     wanted = (event_types.STEP_FAILURE, event_types.RUN_FAILURE)
     events = [
         e.dagster_event
@@ -637,10 +637,8 @@ def _failure_message(instance: Any, run_id: str, event_types: Any) -> str:
     ]
     for event in sorted(events, key=lambda e: wanted.index(e.event_type)):
         error = getattr(event.event_specific_data, "error", None)
-        while error is not None and error.cause is not None:
-            error = error.cause
         if error is not None:
-            return error.message
+            return user_error(error).message
         if event.message:
             return event.message
     return "(no failure event)"

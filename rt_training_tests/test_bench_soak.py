@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _soak import failure_causes, first_line, growth_per_hour, process_kinds, reconcile, recovery_seconds
+from _soak import (
+    failure_causes,
+    first_line,
+    growth_per_hour,
+    process_kinds,
+    reconcile,
+    recovery_seconds,
+    user_error,
+)
 
 
 def test_reconcile_exact_lake_has_nothing_lost_or_duplicated():
@@ -98,3 +106,34 @@ def test_failure_causes_group_by_job_and_first_line():
         {"job": "train_job", "cause": "RuntimeError: out of memory", "runs": 1},
     ]
     assert first_line("x" * 500, limit=10) == "x" * 10
+
+
+def test_user_error_is_the_exception_the_op_raised_not_its_cause():
+    """A real Dagster step failure: the op raises our error from kafka-python's. The soak reports ours (it once
+    reported the raw ``KafkaConnectionError`` by walking to the innermost cause)."""
+    import dagster as dg
+    from kafka.errors import KafkaConnectionError
+
+    from rt_training.stream.client import KafkaUnreachableError
+
+    @dg.op
+    def read() -> None:
+        try:
+            raise KafkaConnectionError("socket disconnected")
+        except KafkaConnectionError as exc:
+            raise KafkaUnreachableError("127.0.0.1:1", 6.0, repr(exc)) from exc
+
+    @dg.job
+    def ingest() -> None:
+        read()
+
+    result = ingest.execute_in_process(raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = failure.event_specific_data.error
+    assert error.cls_name.startswith("Dagster")
+    found = user_error(error)
+    assert found.cls_name == "KafkaUnreachableError"
+    assert first_line(found.message).startswith(
+        "rt_training.stream.client.KafkaUnreachableError: Kafka is unreachable at 127.0.0.1:1"
+    )
+    assert found.cause.cls_name == "KafkaConnectionError"
