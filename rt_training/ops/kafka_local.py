@@ -87,6 +87,8 @@ class LocalKafkaConfig:
     checkout or test session keeps its own broker. ``sasl_users`` (name to password) opens a SASL_PLAINTEXT
     listener with SCRAM credentials for them; ``ssl`` opens an SSL listener with certificates in
     ``<data_dir>/tls``. Their ports are free ones picked at start unless ``sasl_port``/``ssl_port`` name them.
+    ``extra_properties`` are added to (and override) the generated ``server.properties``, for tests that need
+    a broker setting the defaults leave out (e.g. ``connections.max.reauth.ms``); the CLI sets none.
     """
 
     data_dir: Path = field(default_factory=lambda: Path.cwd() / ".data" / "kafka")
@@ -99,11 +101,13 @@ class LocalKafkaConfig:
     sasl_port: int | None = None
     ssl: bool = False
     ssl_port: int | None = None
+    extra_properties: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Absolute, so the pid check matches the broker's command line whatever the caller's directory.
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
         object.__setattr__(self, "sasl_users", dict(self.sasl_users))
+        object.__setattr__(self, "extra_properties", dict(self.extra_properties))
         for name in self.sasl_users:
             if not name or any(c in name for c in '=,"') or not self.sasl_users[name]:
                 raise LocalKafkaError(
@@ -421,7 +425,8 @@ def server_properties(
 
     With ``sasl_port`` a SASL_PLAINTEXT listener accepts SCRAM-SHA-512, SCRAM-SHA-256 and OAUTHBEARER (unsigned
     JWTs, checked by Kafka's default unsecured validator); with ``ssl_port`` an SSL listener presents the
-    certificate in ``<data_dir>/tls`` (no client certificate required).
+    certificate in ``<data_dir>/tls`` (no client certificate required). ``config.extra_properties`` come last
+    and override the rest.
     """
     host, port = config.host, config.port
     listeners = {"PLAINTEXT": port, "SASL_PLAINTEXT": sasl_port, "SSL": ssl_port}
@@ -480,6 +485,7 @@ def server_properties(
         "log.cleaner.backoff.ms": "1000",
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
         "file.delete.delay.ms": "1000",
+        **config.extra_properties,
     }
 
 
