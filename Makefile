@@ -7,8 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 BENCHES := $(wildcard benchmarks/bench_*.py)
 BENCH_TARGETS := $(patsubst benchmarks/bench_%.py,bench-%,$(BENCHES))
-# The soak runs the whole loop for 30 minutes: only `make bench-soak` starts it, not `make bench`.
-QUICK_BENCHES := $(filter-out benchmarks/bench_soak.py,$(BENCHES))
+# The soak (30 minutes) and the sensors' memory (10 minutes) run only as `make bench-soak` and `make bench-sensors`.
+QUICK_BENCHES := $(filter-out benchmarks/bench_soak.py benchmarks/bench_sensors.py,$(BENCHES))
 
 # A plain pattern rule never applies to a phony target, so the bench-<name> targets are a static pattern rule.
 .PHONY: help install demo test test-fast lint format validate bench $(BENCH_TARGETS) kafka-start kafka-stop clean
@@ -16,8 +16,9 @@ QUICK_BENCHES := $(filter-out benchmarks/bench_soak.py,$(BENCHES))
 help:
 	@echo "make demo     - start Kafka, the synthetic producer and the Dagster UI on http://127.0.0.1:3000"
 	@echo "make test     - run the whole test suite (starts its own Kafka broker)"
-	@echo "make bench    - run every benchmark but the soak; results in benchmarks/results/*.json"
+	@echo "make bench    - run every benchmark but the soak and sensors; results in benchmarks/results/*.json"
 	@echo "make bench-soak - the whole loop for 30 minutes at 2,000 events/s with broker restarts"
+	@echo "make bench-sensors - memory of the sensors' work, 10 minutes"
 	@echo "make lint     - ruff check and format check"
 
 $(STAMP): pyproject.toml

@@ -2,6 +2,7 @@
 
 - :func:`reconcile`: Kafka offsets per partition against the offsets a lake table holds, each exactly once;
 - :func:`growth_per_hour`: the slope of a least-squares line through samples, per hour;
+- :func:`growth_by_part`: that slope in each consecutive part of a period (a bounded growth slows down);
 - :func:`process_kinds`: which part of Dagster each process of a process tree is;
 - :func:`recovery_seconds`: how long after a broker came back the lake first reached an offset target;
 - :func:`failure_causes`: failed runs grouped by job and the first line of their error;
@@ -75,6 +76,24 @@ def growth_per_hour(times_s: Sequence[float], values: Sequence[float]) -> float 
         return None
     slope = np.polyfit(np.asarray(times_s, dtype=float), np.asarray(values, dtype=float), 1)[0]
     return round(float(slope) * 3600.0, 1)
+
+
+def growth_by_part(
+    times_s: Sequence[float], values: Sequence[float], start: float, end: float, parts: int = 3
+) -> list[float | None]:
+    """:func:`growth_per_hour` in each of ``parts`` equal, consecutive spans of ``[start, end]``. A cache filling
+    up or an allocator reaching its high-water mark slows down from part to part; a leak keeps its pace.
+
+    >>> growth_by_part([0, 1, 2, 3, 4, 5, 6], [0, 10, 20, 30, 31, 32, 33], start=0, end=6, parts=2)
+    [36000.0, 3600.0]
+    """
+    width = (end - start) / parts
+    out = []
+    for i in range(parts):
+        lo, hi = start + i * width, start + (i + 1) * width
+        inside = [(t, v) for t, v in zip(times_s, values, strict=True) if lo <= t <= hi]
+        out.append(growth_per_hour([t for t, _ in inside], [v for _, v in inside]))
+    return out
 
 
 # Kinds of the processes under ``dagster dev``, told by command line; the first marker found wins.

@@ -65,7 +65,15 @@ from kafka.errors import KafkaError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_result
-from _soak import failure_causes, growth_per_hour, process_kinds, reconcile, recovery_seconds, user_error
+from _soak import (
+    failure_causes,
+    growth_by_part,
+    growth_per_hour,
+    process_kinds,
+    reconcile,
+    recovery_seconds,
+    user_error,
+)
 
 from rt_training.cli.demo import TICK_TIMEOUT_ENV, _interrupted, _stop, cancel_runs_in_flight
 from rt_training.ingest.batch import LakeLocation
@@ -645,7 +653,7 @@ def _failure_message(instance: Any, run_id: str, event_types: Any) -> str:
 
 
 def memory_report(soak: Soak, produced_s: float) -> dict[str, Any]:
-    """Per kind of process: peaks, and growth over the second half of the producing phase."""
+    """Per kind of process: peaks, growth over the second half of the producing phase and in each third of it."""
     kinds = sorted({kind for s in soak.samples for kind in s.kinds})
     out: dict[str, Any] = {}
     for kind in kinds:
@@ -661,6 +669,9 @@ def memory_report(soak: Soak, produced_s: float) -> dict[str, Any]:
                 [t for t, _ in late], [row[memory_of] for _, row in late]
             ),
             "fd_growth_per_h": growth_per_hour([t for t, _ in late], [row["fds"] for _, row in late]),
+            "rss_growth_bytes_per_h_by_third": growth_by_part(
+                [t for t, _ in rows], [row[memory_of] for _, row in rows], 0.0, produced_s
+            ),
             "timeline": [[t, row["rss"], row["fds"], row["processes"]] for t, row in rows],
         }
     return out
