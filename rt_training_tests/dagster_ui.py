@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -15,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rt_training.cli.demo import TICK_TIMEOUT_ENV
+from rt_training.cli.demo import TICK_TIMEOUT_ENV, graphql
 from rt_training_tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,15 +27,7 @@ class DagsterUI:
         self.url = url
 
     def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = json.loads(response.read())
-        if payload.get("errors"):
-            raise AssertionError(f"GraphQL errors: {payload['errors']}")
-        return payload["data"]
+        return graphql(self.url, query, variables or {}, timeout=30)
 
     def runs(self, job: str) -> list[dict[str, Any]]:
         """Runs of ``job``, oldest first, with status, times and tags."""

@@ -3,31 +3,17 @@
 
 from __future__ import annotations
 
-import re
 import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
+
+from rt_training_tests.metrics_support import serve_metrics_once
 
 
 def test_metrics_serve_stops_on_sigint_although_started_with_sigint_ignored(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "rt-training"), "metrics", "serve", "--port", "0", "--no-kafka",
-         "--lake", str(tmp_path / "lake")],
-        stderr=subprocess.PIPE, text=True,
+    served = serve_metrics_once(
+        ["--no-kafka", "--lake", str(tmp_path / "lake")],
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        url = re.search(r"at (http://\S+/metrics)", line)
-        assert url, line
-        with urllib.request.urlopen(url.group(1), timeout=30) as response:
-            assert b"rt_training_" in response.read()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_within_s=60.0,
+    )
+    assert "rt_training_" in served.body
+    assert served.returncode == 0, served.stderr

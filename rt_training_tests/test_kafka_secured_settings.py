@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +26,7 @@ from rt_training.stream.admin import delete_topic
 from rt_training.stream.client import ENV_VARS, KafkaSettings
 from rt_training.stream.offsets import partition_offsets
 from rt_training_tests.ingest_support import Daemon, read_table, spec_for
+from rt_training_tests.metrics_support import serve_metrics_once
 
 PASSWORD = f"scram-{uuid.uuid4().hex}"
 USER = "rt-ingest"
@@ -164,28 +161,8 @@ def test_every_entry_point_through_env_vars_alone(
 
 
 def _serve_once(spec_file: Path, lake_root: Path) -> str:
-    """Start ``rt-training metrics serve --port 0`` (environment inherited), read /metrics once, stop it."""
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "rt-training"), "metrics", "serve", "--port", "0", "--spec", str(spec_file),
-         "--lake", str(lake_root)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        url = re.search(r"at (http://\S+/metrics)", line)
-        assert url, line
-        with urllib.request.urlopen(url.group(1), timeout=20) as response:
-            body = response.read().decode()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            # Generous: on a busy machine closing the exporter's Kafka consumer has taken over 20 s.
-            _, err = proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-            raise AssertionError(
-                f"metrics serve did not exit within 90 s of SIGINT; its stderr:\n{err}"
-            ) from None
-    return body + line + err
+    """``rt-training metrics serve`` (environment inherited) read once: its /metrics body and stderr."""
+    served = serve_metrics_once(
+        ["--spec", str(spec_file), "--lake", str(lake_root)], env={**os.environ, "PYTHONPATH": os.getcwd()}
+    )
+    return served.body + served.stderr

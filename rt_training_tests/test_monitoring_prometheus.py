@@ -31,6 +31,7 @@ from rt_training.monitoring.exporter import PipelineCollector, start_exporter
 from rt_training.monitoring.snapshot import ColumnDrift, DriftSummary, PipelineSnapshot, SnapshotGatherer
 from rt_training.spec import PipelineSpec, load_spec
 from rt_training.stream.client import KafkaSettings
+from rt_training_tests.processes import stop_process
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 PROMETHEUS_DIR = INFRA / "prometheus"
@@ -102,12 +103,7 @@ def running_prometheus(tmp_path: Path, target: str) -> Iterator[str]:
             time.sleep(0.3)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, "prometheus", timeout_s=15.0)
 
 
 def query(base: str, promql: str) -> list[dict[str, Any]]:

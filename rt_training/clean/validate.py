@@ -251,22 +251,23 @@ def _range_checks(
     ]
 
 
+def _longer_than(lengths: np.ndarray, limit: int, subject: Callable[[int], str], unit: str) -> Check:
+    """``out_of_range`` for the rows whose length (in ``unit``, characters or elements) exceeds ``max_length``."""
+    return Check(
+        Reason.OUT_OF_RANGE,
+        lengths > limit,
+        lambda rows: [
+            f"{subject(r)} has {lengths[r]} {unit}, more than max_length {limit}" for r in rows.tolist()
+        ],
+    )
+
+
 def _check_string(at: _Subject, spec: FieldSpec, raw: RawColumn) -> FieldResult:
     strings = raw.strings()
     checks = [_wrong_type(at, spec, raw, ~raw.mask(NULL, STRING))]
     if spec.max_length is not None:
         lengths = pc.utf8_length(strings).fill_null(0).to_numpy(zero_copy_only=False)
-        limit = spec.max_length
-        checks.append(
-            Check(
-                Reason.OUT_OF_RANGE,
-                lengths > limit,
-                lambda rows: [
-                    f"{at(r)} has {lengths[r]} characters, more than max_length {limit}"
-                    for r in rows.tolist()
-                ],
-            )
-        )
+        checks.append(_longer_than(lengths, spec.max_length, at, "characters"))
     if spec.allowed is not None:
         allowed = spec.allowed
         listed = ", ".join(show(a) for a in allowed[:_MAX_LISTED]) + (
@@ -412,17 +413,7 @@ def _check_list(name: str, spec: FieldSpec, column: ListColumn) -> FieldResult:
             )
         )
     if spec.max_length is not None:
-        limit = spec.max_length
-        checks.append(
-            Check(
-                Reason.OUT_OF_RANGE,
-                lengths > limit,
-                lambda rows: [
-                    f"field {name!r} has {lengths[r]} elements, more than max_length {limit}"
-                    for r in rows.tolist()
-                ],
-            )
-        )
+        checks.append(_longer_than(lengths, spec.max_length, lambda _: f"field {name!r}", "elements"))
     checks += _per_row(element_checks, column)
     offsets = pa.array(column.offsets, type=pa.int32())
     array = pa.ListArray.from_arrays(offsets, values, type=field_type(spec), mask=pa.array(~column.is_array))

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,13 @@ def _stop(proc: subprocess.Popen, name: str, sig: int = signal.SIGINT, timeout: 
         pass
 
 
-def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    body = json.dumps({"query": query, "variables": variables}).encode()
+def graphql(url: str, query: str, variables: Mapping[str, Any], timeout: float = 3.0) -> dict[str, Any]:
+    """POST ``query`` to the Dagster webserver at ``url``; its ``data``, or RuntimeError naming its errors."""
+    body = json.dumps({"query": query, "variables": dict(variables)}).encode()
     request = urllib.request.Request(
         f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=3) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         payload = json.loads(response.read())
     if payload.get("errors"):
         raise RuntimeError(f"GraphQL errors: {payload['errors']}")
@@ -80,12 +82,12 @@ def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
 
 def runs_in_flight(url: str) -> dict[str, str]:
     """Run id -> status of the runs not yet finished."""
-    data = _graphql(url, IN_FLIGHT_QUERY, {"statuses": IN_FLIGHT})
+    data = graphql(url, IN_FLIGHT_QUERY, {"statuses": IN_FLIGHT})
     return {r["runId"]: r["status"] for r in data["runsOrError"]["results"]}
 
 
 def _terminate(url: str, run_ids: list[str], policy: str) -> None:
-    _graphql(url, TERMINATE_MUTATION, {"ids": run_ids, "policy": policy})
+    graphql(url, TERMINATE_MUTATION, {"ids": run_ids, "policy": policy})
 
 
 def cancel_runs_in_flight(url: str) -> set[str]:

@@ -77,14 +77,8 @@ def select_by_quota(
 class GroupedWeightedReservoir(WeightedReservoir):
     """A weighted reservoir (A-Res keys) that keeps a target share of members per group.
 
-    Without weights every item has weight 1, so each group's members are a uniform sample of its rows.
-
-    Parameters
-    ----------
-    capacity
-        Number of members once the stream has that many items with positive weight.
-    seed
-        Seed of the PCG64 generator.
+    Without weights every item has weight 1, so each group's members are a uniform sample of its rows. It takes
+    the parameters of :class:`WeightedReservoir`.
 
     Examples
     --------
