@@ -101,9 +101,11 @@ def cancel_runs_in_flight(url: str) -> set[str]:
             click.echo(f"demo: canceling {len(runs)} run(s) in flight")
         deadline = time.monotonic() + CANCEL_WAIT_S
         while runs and time.monotonic() < deadline:
-            new = [r for r, status in runs.items() if r not in asked and status != "CANCELING"]
-            if new:
-                _terminate(url, new, "SAFE_TERMINATE")
+            # Asked again while not CANCELING: Dagster refuses to terminate a run whose process is still being
+            # started (the launcher has no pid to signal yet), and such a run would otherwise finish untouched.
+            pending = [r for r, status in runs.items() if status != "CANCELING"]
+            if pending:
+                _terminate(url, pending, "SAFE_TERMINATE")
             asked |= set(runs)
             time.sleep(0.5)
             runs = runs_in_flight(url)
