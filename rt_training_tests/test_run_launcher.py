@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,28 @@ def test_a_running_run_is_healthy_and_terminates_as_canceled(instance, tmp_path)
     run = wait_for(instance, run_id, DONE, timeout_s=60)
     assert run.status == dg.DagsterRunStatus.CANCELED
     assert not launcher.terminate(run_id)  # already gone
+
+
+def test_a_run_that_has_just_succeeded_is_not_terminated(instance, tmp_path) -> None:
+    """Termination that arrives after the run reported success, while its process is still exiting, leaves the run
+    SUCCESS and the process alone (it used to report the finished run as CANCELING and signal it). A ``sleep``
+    stands for the exiting process: a real one exits within milliseconds of its success."""
+    exiting = subprocess.Popen(["sleep", "60"])
+    try:
+        recon = dg.reconstructable(launcher_jobs.report_job)
+        run = instance.create_run_for_job(
+            recon.get_definition(),
+            run_config={"ops": {"report": {"config": {"path": str(tmp_path / "unused.json")}}}},
+            status=dg.DagsterRunStatus.SUCCESS,
+            tags={PID_TAG: str(exiting.pid)},
+        )
+        assert not instance.run_launcher.terminate(run.run_id)
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+        assert not instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_CANCELING)
+        assert exiting.poll() is None, "the process of a finished run was signalled"
+    finally:
+        exiting.kill()
+        exiting.wait()
 
 
 def test_a_dead_warm_process_is_replaced(instance, tmp_path) -> None:

@@ -95,20 +95,29 @@ def cancel_runs_in_flight(url: str) -> set[str]:
     to :data:`CANCEL_WAIT_S` for them to stop, and mark those still going as canceled; returns the ids of the
     runs it canceled. Best effort: a webserver that does not answer is reported and the demo stops anyway."""
     asked: set[str] = set()
-    try:
-        runs = runs_in_flight(url)
-        if runs:
-            click.echo(f"demo: canceling {len(runs)} run(s) in flight")
-        deadline = time.monotonic() + CANCEL_WAIT_S
-        while runs and time.monotonic() < deadline:
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    problem: Exception | None = None
+    runs: dict[str, str] | None = None
+    while time.monotonic() < deadline:
+        try:
+            runs = runs_in_flight(url)
+            if not runs:
+                break
+            if not asked:
+                click.echo(f"demo: canceling {len(runs)} run(s) in flight")
             # Asked again while not CANCELING: Dagster refuses to terminate a run whose process is still being
             # started (the launcher has no pid to signal yet), and such a run would otherwise finish untouched.
             pending = [r for r, status in runs.items() if status != "CANCELING"]
             if pending:
                 _terminate(url, pending, "SAFE_TERMINATE")
             asked |= set(runs)
-            time.sleep(0.5)
-            runs = runs_in_flight(url)
+            problem = None
+        except (OSError, RuntimeError, KeyError) as exc:
+            problem = exc
+            if runs is None:  # the webserver never answered: nothing to wait for
+                break
+        time.sleep(0.5)  # after a failed request, the next poll tries again
+    try:
         if runs:
             _terminate(url, list(runs), "MARK_AS_CANCELED_IMMEDIATELY")
             asked |= set(runs)
@@ -116,8 +125,11 @@ def cancel_runs_in_flight(url: str) -> set[str]:
                 f"demo: marked {len(runs)} run(s) canceled that had not stopped within {CANCEL_WAIT_S:g}s"
             )
     except (OSError, RuntimeError, KeyError) as exc:
+        problem = exc
+    if problem is not None:
         click.echo(
-            f"demo: could not cancel the runs in flight through {url} ({exc!r}); stopping anyway", err=True
+            f"demo: could not cancel the runs in flight through {url} ({problem!r}); stopping anyway",
+            err=True,
         )
     return asked
 

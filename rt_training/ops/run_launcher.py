@@ -187,14 +187,19 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
         pid = _pid_of(run)
-        if run is None or pid is None or not process_alive(pid):
+        # A run that has just ended is left as it ended: reported canceling, a finished run would show CANCELING.
+        if run is None or pid is None or run.is_finished or not process_alive(pid):
             return False
+        started = _start_time(pid)
         self._instance.report_run_canceling(run)
         # The run's process turns SIGINT into an interrupt and reports the run as canceled.
-        os.kill(pid, signal.SIGINT)
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:  # it ended between the check and the signal; its own last event stands
+            return False
         threading.Thread(
             target=_repeat_interrupt,
-            args=(pid, _start_time(pid)),
+            args=(pid, started),
             name=f"terminate-{run_id[:8]}",
             daemon=True,
         ).start()
