@@ -4,6 +4,7 @@
 - :func:`growth_per_hour`: the slope of a least-squares line through samples, per hour;
 - :func:`growth_by_part`: that slope in each consecutive part of a period (a bounded growth slows down);
 - :func:`process_kinds`: which part of Dagster each process of a process tree is;
+- :func:`rss_bytes`: a process's resident memory;
 - :func:`recovery_seconds`: how long after a broker came back the lake first reached an offset target;
 - :func:`failure_causes`: failed runs grouped by job and the first line of their error;
 - :func:`user_error`: the exception a run's code raised, inside Dagster's wrappers.
@@ -11,9 +12,11 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,6 +139,11 @@ def process_kinds(tree: Mapping[int, tuple[int, str]], root: int) -> dict[int, s
             kinds[pid] = named[0] if named else kinds[parent]
         todo.extend(children.get(pid, []))
     return dict(sorted(kinds.items()))
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` (``/proc/<pid>/statm``); OSError when it cannot be read (it exited)."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def recovery_seconds(samples: Sequence[tuple[float, int | None]], since: float, target: int) -> float | None:

@@ -77,7 +77,7 @@ from rt_training.ops.kafka_local import (
     start_broker,
     stop_broker,
 )
-from rt_training.ops.processes import process_args
+from rt_training.ops.processes import process_alive, process_args, process_stat
 from rt_training.ops.run_launcher import DEFAULT_PRELOAD
 from rt_training.spec import PipelineSpec, load_spec
 from rt_training.stream.admin import delete_topic
@@ -140,9 +140,8 @@ def cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds of a process (None when it is not readable, e.g. an external broker)."""
     if pid is None:
         return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
+    fields = process_stat(pid)
+    if fields is None:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -610,9 +609,8 @@ def _process_tree(root: int) -> dict[int, str]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
+        fields = process_stat(int(entry.name))
+        if fields is None:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
         starts[int(entry.name)] = fields[19]
@@ -624,14 +622,6 @@ def _process_tree(root: int) -> dict[int, str]:
             out[pid] = starts[pid]
             todo.extend(children.get(pid, []))
     return out
-
-
-def _alive(pid: int, start: str) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return False
-    return fields[19] == start and fields[0] not in ("Z", "X")
 
 
 class Started:
@@ -658,7 +648,7 @@ class Started:
         self.watch()
         steps = ((first, grace_s, False), (signal.SIGTERM, 10.0, True), (signal.SIGKILL, 5.0, True))
         for sig, wait_s, everyone in steps:
-            alive = [pid for pid, start in self.known.items() if _alive(pid, start)]
+            alive = [pid for pid, start in self.known.items() if process_alive(pid, start)]
             if not alive:
                 break
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -671,12 +661,12 @@ class Started:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, sig)
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and any(_alive(p, s) for p, s in self.known.items()):
+            while time.monotonic() < deadline and any(process_alive(p, s) for p, s in self.known.items()):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=0.2)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=1.0)
-        return [pid for pid, start in self.known.items() if _alive(pid, start)]
+        return [pid for pid, start in self.known.items() if process_alive(pid, start)]
 
 
 @contextlib.contextmanager

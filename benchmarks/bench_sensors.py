@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import signal
 import subprocess
 import sys
@@ -41,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_result
-from _soak import growth_by_part, growth_per_hour
+from _soak import growth_by_part, growth_per_hour, rss_bytes
 
 from rt_training.cli.demo import _stop
 from rt_training.drift.reports import DRIFT_REPORTS_TABLE, latest_report
@@ -60,15 +61,6 @@ from rt_training.training.registry import REGISTRY_TABLE
 
 BIN = Path(sys.executable).parent
 MAX_RECORDS_PER_BATCH = 4000
-
-
-def rss_bytes() -> int:
-    """This process's resident set size."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status (this benchmark needs Linux)")
 
 
 def ingest_loop(bootstrap_servers: str, lake_root: str) -> None:
@@ -147,7 +139,7 @@ def main() -> None:
                 procs.append(
                     subprocess.Popen(ingest, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
                 )
-            result = measure(settings, lake, duration, args.sample_every, procs)
+            result = measure(spec, settings, lake, duration, args.sample_every, procs)
         finally:
             for proc, name in zip(procs, ("producer", "ingest"), strict=False):
                 _stop(proc, name, signal.SIGTERM)
@@ -163,6 +155,7 @@ def main() -> None:
 
 
 def measure(
+    spec: PipelineSpec,
     settings: KafkaSettings,
     lake: LakeLocation,
     duration: float,
@@ -170,7 +163,6 @@ def measure(
     procs: list[subprocess.Popen],
 ) -> dict[str, Any]:
     """Tick for ``duration`` seconds once silver exists, sampling RSS; the result's numbers (see the module)."""
-    spec = load_spec()
     deadline = time.monotonic() + 120.0
     while open_table(lake.uri(spec.name, "silver")) is None:
         if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
@@ -183,7 +175,7 @@ def measure(
     while (now := time.monotonic()) - t0 < duration:
         if now >= next_sample:
             gc.collect()
-            samples.append((now - t0, n, rss_bytes()))
+            samples.append((now - t0, n, rss_bytes(os.getpid())))
             next_sample += sample_every
         n += 1
         started = time.perf_counter()
@@ -191,7 +183,7 @@ def measure(
         tick_times.append(time.perf_counter() - started)
         if any(p.poll() is not None for p in procs):
             raise RuntimeError("the producer or the ingest process ended during the benchmark")
-    samples.append((time.monotonic() - t0, n, rss_bytes()))
+    samples.append((time.monotonic() - t0, n, rss_bytes(os.getpid())))
     warm = [s for s in samples if s[0] >= duration / 5]
     first, last = warm[0], warm[-1]
     growth = growth_per_hour([s[0] for s in warm], [s[2] for s in warm]) or 0.0

@@ -72,6 +72,7 @@ from _soak import (
     process_kinds,
     reconcile,
     recovery_seconds,
+    rss_bytes,
     user_error,
 )
 
@@ -86,7 +87,7 @@ from rt_training.ops.kafka_local import (
     start_broker,
     stop_broker,
 )
-from rt_training.ops.processes import process_alive
+from rt_training.ops.processes import process_alive, process_stat
 from rt_training.spec import SPEC_ENV_VAR, load_spec
 from rt_training.spec.durations import parse_duration
 from rt_training.stream.client import BOOTSTRAP_ENV_VAR, KafkaConnectionProblem, KafkaSettings
@@ -214,7 +215,7 @@ class Soak:
             cancel_runs_in_flight(self.url)
             _stop(self.dagster, "dagster dev", signal.SIGINT, timeout=60.0)
         for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            alive = [pid for pid, (start, _) in self.seen.items() if _alive(pid, start)]
+            alive = [pid for pid, (start, _) in self.seen.items() if process_alive(pid, start)]
             if not alive:
                 break
             left = ", ".join(f"{pid} ({self.seen[pid][1]})" for pid in alive)
@@ -223,24 +224,12 @@ class Soak:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and any(_alive(p, self.seen[p][0]) for p in alive):
+            while time.monotonic() < deadline and any(process_alive(p, self.seen[p][0]) for p in alive):
                 time.sleep(0.2)
         if self.restart_thread is not None:
             self.restart_thread.join()
         if stop_broker(self.broker) is not None:
             say("stopped the Kafka broker")
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-
-
-def _alive(pid: int, start: str) -> bool:
-    fields = _proc_stat(pid)
-    return fields is not None and fields[19] == start and fields[0] not in ("Z", "X")
 
 
 def prepare(args: argparse.Namespace, work: Path) -> Soak:
@@ -353,7 +342,7 @@ def sample_processes(soak: Soak) -> dict[str, dict[str, int]]:
     tree: dict[int, tuple[int, str]] = {}
     starts: dict[int, str] = {}
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (fields := _proc_stat(int(entry.name))) is not None:
+        if entry.name.isdigit() and (fields := process_stat(int(entry.name))) is not None:
             pid = int(entry.name)
             tree[pid] = (int(fields[1]), "")
             starts[pid] = fields[19]
@@ -365,11 +354,10 @@ def sample_processes(soak: Soak) -> dict[str, dict[str, int]]:
             raw = b""
         tree[pid] = (tree[pid][0], raw.replace(b"\0", b" ").decode(errors="replace"))
     kinds = process_kinds({pid: tree[pid] for pid in under}, soak.dagster.pid)
-    page = os.sysconf("SC_PAGE_SIZE")
     out: dict[str, dict[str, int]] = {}
     for pid, kind in kinds.items():
         try:
-            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            rss = rss_bytes(pid)
             fds = len(os.listdir(f"/proc/{pid}/fd"))
         except OSError:
             continue  # exited meanwhile

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from dagster import Array, Field
@@ -42,7 +41,7 @@ from dagster._core.launcher.base import (
 )
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-from rt_training.ops.processes import process_alive
+from rt_training.ops.processes import process_alive, process_start_time
 
 PID_TAG = "rt_training/run_worker_pid"
 """Run tag with the pid of the run's process (termination and run monitoring use it)."""
@@ -190,7 +189,7 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
         # A run that has just ended is left as it ended: reported canceling, a finished run would show CANCELING.
         if run is None or pid is None or run.is_finished or not process_alive(pid):
             return False
-        started = _start_time(pid)
+        started = process_start_time(pid)
         self._instance.report_run_canceling(run)
         # The run's process turns SIGINT into an interrupt and reports the run as canceled.
         try:
@@ -239,16 +238,6 @@ INTERRUPT_REPEAT_S = 5.0
 INTERRUPT_REPEATS = 6
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (``/proc/<pid>/stat`` field 22): with the pid, it names one
-    process, not whichever process reuses the pid later. ``None`` without /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def _repeat_interrupt(pid: int, started: str | None) -> None:
     """Send SIGINT again every few seconds while the run's process lives.
 
@@ -258,7 +247,7 @@ def _repeat_interrupt(pid: int, started: str | None) -> None:
     """
     for _ in range(INTERRUPT_REPEATS):
         time.sleep(INTERRUPT_REPEAT_S)
-        if not process_alive(pid) or _start_time(pid) != started:
+        if not process_alive(pid, started):
             return
         try:
             os.kill(pid, signal.SIGINT)
